@@ -1,0 +1,109 @@
+"""The one exception tree of tiergate.
+
+Everything tiergate raises on purpose derives from :class:`TiergateError`. Only ``serve/``
+turns these into HTTP statuses (see ``serve/api/errors.py``); the router and the engines
+raise them without knowing about HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class TiergateError(Exception):
+    """Base of every error tiergate raises on purpose."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def __reduce__(self):  # keep errors picklable across Ray process boundaries
+        return (_rebuild, (type(self), self.__dict__))
+
+
+def _rebuild(cls: type[TiergateError], state: dict[str, Any]) -> TiergateError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, state.get("message", ""))
+    err.__dict__.update(state)
+    return err
+
+
+class ConfigError(TiergateError):
+    """A configuration file or value is invalid."""
+
+
+class RegistryError(ConfigError):
+    """An unknown name was looked up in a registry; the message lists the valid names."""
+
+
+class ProfileError(ConfigError):
+    """A quality profile is missing, unreadable, or does not match the pool."""
+
+
+class InvalidRequestError(TiergateError):
+    """The caller sent a request that cannot be served as it is (HTTP 400)."""
+
+
+class ContextLengthError(InvalidRequestError):
+    """The prompt plus ``max_tokens`` does not fit the model's context window."""
+
+
+class UnknownModelError(TiergateError):
+    """The caller named a model the pool does not have (HTTP 404)."""
+
+
+@dataclass(frozen=True)
+class UnmetBudget:
+    """One budget the router could not meet, with the best value any model achieves."""
+
+    budget: str
+    requested: float
+    best_achievable: float
+    best_model: str
+
+
+class BudgetInfeasibleError(TiergateError):
+    """A strict request whose budgets no model can meet (HTTP 422)."""
+
+    def __init__(self, message: str, unmet: tuple[UnmetBudget, ...] = ()) -> None:
+        super().__init__(message, param="routing", code="budget_infeasible")
+        self.unmet = unmet
+
+
+class AuthenticationError(TiergateError):
+    """No valid API key (HTTP 401)."""
+
+
+class PermissionDeniedError(TiergateError):
+    """The key may not use this model or endpoint (HTTP 403)."""
+
+
+class RateLimitError(TiergateError):
+    """A quota or admission limit was hit (HTTP 429); ``retry_after_s`` tells when to retry."""
+
+    def __init__(self, message: str, *, retry_after_s: float, code: str = "rate_limit_exceeded") -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
+class OverloadedError(TiergateError):
+    """Every eligible model is saturated (HTTP 503 with ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message, code="overloaded")
+        self.retry_after_s = retry_after_s
+
+
+class EngineError(TiergateError):
+    """An engine failed to start or to generate (HTTP 502 when it reaches the caller)."""
+
+
+class EngineNotReadyError(EngineError):
+    """The engine has not finished loading its model."""
+
+
+class DeadlineExceededError(TiergateError):
+    """The request ran past its deadline and was cancelled (HTTP 504)."""

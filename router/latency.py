@@ -1,0 +1,157 @@
+"""Load-aware latency prediction from live observations.
+
+Per model the service time of one request is modelled as
+
+    ttft  = wait + ttft0 + prefill_ms_per_token * prompt_tokens
+    e2e   = ttft + tpot * output_tokens
+
+where ``wait`` is the queueing delay implied by the requests already in flight or queued on
+the model's replicas (each replica serves ``concurrency`` requests at once), ``ttft0`` and
+``tpot`` start from the pool's priors and follow live observations as exponentially weighted
+means, and ``output_tokens`` is bounded by the request's ``max_tokens``.
+
+The router budgets on a *high quantile*, not the mean: the log of observed / predicted is
+tracked as an exponentially weighted mean and variance, and a prediction is scaled by
+``exp(mu + z * sigma)`` for the configured quantile. The model adapts as load changes and
+needs no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from router.types import ModelCard, ModelLoad
+
+
+class Ewma:
+    """Exponentially weighted mean and variance (West's incremental form)."""
+
+    __slots__ = ("alpha", "mean", "var", "count")
+
+    def __init__(self, initial: float, alpha: float, initial_var: float = 0.0) -> None:
+        self.alpha = alpha
+        self.mean = initial
+        self.var = initial_var
+        self.count = 0
+
+    def update(self, value: float) -> None:
+        self.count += 1
+        diff = value - self.mean
+        incr = self.alpha * diff
+        self.mean += incr
+        self.var = (1.0 - self.alpha) * (self.var + diff * incr)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(max(self.var, 0.0))
+
+
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """Predicted latency of one request on one model, at the configured quantile."""
+
+    ttft_ms: float
+    e2e_ms: float
+    wait_ms: float
+    output_tokens: float
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One finished request, as measured by the serving layer."""
+
+    prompt_tokens: int
+    output_tokens: int
+    ttft_ms: float
+    e2e_ms: float
+    ahead_at_start: int = 0  # requests in flight or queued on the model when it was admitted
+
+
+class _ModelState:
+    def __init__(self, card: ModelCard, alpha: float) -> None:
+        prior = card.latency_prior
+        self.card = card
+        self.ttft0 = Ewma(prior.ttft_ms, alpha)
+        self.tpot = Ewma(prior.tpot_ms, alpha)
+        self.output_tokens = Ewma(64.0, alpha)
+        # log(observed / predicted) of ttft and e2e: their spread gives the quantile uplift
+        self.ttft_err = Ewma(0.0, alpha, initial_var=0.05)
+        self.e2e_err = Ewma(0.0, alpha, initial_var=0.05)
+
+
+class LatencyModel:
+    """Online per-model latency predictor."""
+
+    def __init__(self, cards: list[ModelCard] | tuple[ModelCard, ...], *, quantile: float = 0.9,
+                 alpha: float = 0.2) -> None:
+        if not 0.5 <= quantile < 1.0:
+            raise ValueError(f"quantile must be in [0.5, 1), got {quantile}")
+        self._z = NormalDist().inv_cdf(quantile)
+        self._models = {card.name: _ModelState(card, alpha) for card in cards}
+        self.quantile = quantile
+
+    def _state(self, model: str) -> _ModelState:
+        return self._models[model]
+
+    def mean_service_ms(self, model: str) -> float:
+        st = self._state(model)
+        return st.ttft0.mean + st.tpot.mean * st.output_tokens.mean
+
+    def wait_ms(self, model: str, ahead: int) -> float:
+        """Expected queueing delay when ``ahead`` requests are already in flight or queued."""
+        card = self._state(model).card
+        slots = max(1, card.concurrency * card.replicas)
+        if ahead < slots:
+            return 0.0
+        # each full round of `slots` requests ahead of us costs one mean service time
+        return (ahead - slots + 1) / slots * self.mean_service_ms(model)
+
+    def expected_output_tokens(self, model: str, max_tokens: int) -> float:
+        return float(min(max_tokens, max(1.0, self._state(model).output_tokens.mean)))
+
+    def predict(self, model: str, prompt_tokens: int, max_tokens: int,
+                load: ModelLoad | None = None) -> LatencyEstimate:
+        st = self._state(model)
+        ahead = 0 if load is None else load.in_flight + load.queued
+        wait = self.wait_ms(model, ahead)
+        prefill = st.ttft0.mean + st.card.latency_prior.prefill_ms_per_token * prompt_tokens
+        # budget against the whole allowance: generation may run to max_tokens
+        out = float(max_tokens)
+        ttft_mean = wait + prefill
+        e2e_mean = ttft_mean + st.tpot.mean * out
+        ttft_q = ttft_mean * math.exp(st.ttft_err.mean + self._z * st.ttft_err.std)
+        e2e_q = e2e_mean * math.exp(st.e2e_err.mean + self._z * st.e2e_err.std)
+        return LatencyEstimate(ttft_ms=ttft_q, e2e_ms=e2e_q, wait_ms=wait,
+                               output_tokens=self.expected_output_tokens(model, max_tokens))
+
+    def observe(self, model: str, obs: Observation) -> None:
+        st = self._state(model)
+        # score the prediction we would have made, before learning from this observation
+        wait = self.wait_ms(model, obs.ahead_at_start)
+        prefill_tok = st.card.latency_prior.prefill_ms_per_token * obs.prompt_tokens
+        ttft_pred = wait + st.ttft0.mean + prefill_tok
+        e2e_pred = ttft_pred + st.tpot.mean * obs.output_tokens
+        if obs.ttft_ms > 0 and ttft_pred > 0:
+            st.ttft_err.update(math.log(obs.ttft_ms / ttft_pred))
+        if obs.e2e_ms > 0 and e2e_pred > 0:
+            st.e2e_err.update(math.log(obs.e2e_ms / e2e_pred))
+        if obs.ahead_at_start < max(1, st.card.concurrency * st.card.replicas):
+            # only uncontended requests teach the service-time terms; queueing is modelled apart
+            st.ttft0.update(max(0.0, obs.ttft_ms - prefill_tok))
+        if obs.output_tokens > 1:
+            st.tpot.update(max(0.0, (obs.e2e_ms - obs.ttft_ms) / (obs.output_tokens - 1)))
+        st.output_tokens.update(float(obs.output_tokens))
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """Current estimates per model, for metrics and debugging."""
+        return {
+            name: {
+                "ttft0_ms": st.ttft0.mean,
+                "tpot_ms": st.tpot.mean,
+                "output_tokens": st.output_tokens.mean,
+                "observations": float(st.tpot.count),
+            }
+            for name, st in self._models.items()
+        }

@@ -1,0 +1,204 @@
+"""The routing decision: the cheapest model that meets every budget, with its reason.
+
+``Router.decide`` is pure: it takes the request, the live load per model and the quality
+scores for the prompt (computed beforehand, batched, by a ``QualityPredictor``) and returns a
+:class:`~router.types.Decision`. It raises :class:`~router.errors.BudgetInfeasibleError` only
+for strict requests that no model can serve within budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from router.errors import BudgetInfeasibleError, ContextLengthError, UnknownModelError, UnmetBudget
+from router.latency import LatencyModel
+from router.types import (
+    Budget,
+    Decision,
+    ModelCard,
+    ModelLoad,
+    Prediction,
+    RouteReason,
+    RouteRequest,
+)
+
+_BUDGETS = ("latency", "quality", "cost")
+
+
+def merge_budget(request: Budget | None, defaults: Budget) -> Budget:
+    """Fill the request's unset budgets from the pool defaults."""
+    if request is None:
+        return defaults
+    return Budget(
+        max_latency_ms=request.max_latency_ms if request.max_latency_ms is not None else defaults.max_latency_ms,
+        min_quality=request.min_quality if request.min_quality is not None else defaults.min_quality,
+        max_cost_usd=request.max_cost_usd if request.max_cost_usd is not None else defaults.max_cost_usd,
+        strict=request.strict,
+    )
+
+
+class Router:
+    """Picks, for each request, the cheapest model predicted to meet its budgets."""
+
+    def __init__(self, cards: Sequence[ModelCard], latency: LatencyModel) -> None:
+        if not cards:
+            raise ValueError("a router needs at least one model")
+        self._cards = {card.name: card for card in cards}
+        self.latency = latency
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(self._cards)
+
+    def card(self, name: str) -> ModelCard:
+        try:
+            return self._cards[name]
+        except KeyError:
+            raise UnknownModelError(
+                f"model {name!r} is not in the pool; valid models: {', '.join(sorted(self._cards))}, auto",
+                param="model", code="model_not_found",
+            ) from None
+
+    def predict(self, req: RouteRequest, model: str, load: ModelLoad | None, quality: float) -> Prediction:
+        card = self.card(model)
+        lat = self.latency.predict(model, req.prompt_tokens, req.max_tokens, load)
+        cost = card.price.cost(req.prompt_tokens, req.max_tokens)
+        b = req.budget
+        return Prediction(
+            model=model,
+            ttft_ms=lat.ttft_ms,
+            latency_ms=lat.e2e_ms,
+            quality=quality,
+            cost_usd=cost,
+            fits_latency=b.max_latency_ms is None or lat.e2e_ms <= b.max_latency_ms,
+            fits_quality=b.min_quality is None or quality >= b.min_quality,
+            fits_cost=b.max_cost_usd is None or cost <= b.max_cost_usd,
+            fits_context=req.prompt_tokens + 1 <= card.context_length,
+        )
+
+    def decide(self, req: RouteRequest, loads: Mapping[str, ModelLoad],
+               quality: Mapping[str, float]) -> Decision:
+        if req.pinned_model is not None:
+            return self._pinned(req, loads, quality)
+        preds = tuple(
+            self.predict(req, name, loads.get(name), quality.get(name, self._cards[name].prior_quality))
+            for name in self._cards
+            if loads.get(name, ModelLoad()).healthy
+        )
+        if not preds:
+            # every model is marked down: still try the cheapest, failover will handle errors
+            preds = tuple(
+                self.predict(req, name, loads.get(name), quality.get(name, self._cards[name].prior_quality))
+                for name in self._cards
+            )
+        fitting = [p for p in preds if p.fits_context]
+        if not fitting:
+            longest = max(self._cards.values(), key=lambda c: c.context_length)
+            raise ContextLengthError(
+                f"the prompt has about {req.prompt_tokens} tokens, more than any model's context "
+                f"(largest: {longest.name} with {longest.context_length})",
+                param="messages", code="context_length_exceeded",
+            )
+        feasible = [p for p in fitting if p.feasible]
+        if feasible:
+            best = min(feasible, key=lambda p: (p.cost_usd, -p.quality, p.latency_ms, p.model))
+            why = (f"cheapest of {len(feasible)} model(s) meeting every budget "
+                   f"({_describe_budget(req.budget)})")
+            return Decision(model=best.model, reason=RouteReason.CHEAPEST_FEASIBLE, explanation=why,
+                            prediction=best, budget_met=True, candidates=preds)
+        unmet = _unmet(fitting, req.budget)
+        if req.budget.strict:
+            raise BudgetInfeasibleError(_infeasible_message(unmet, req.budget), unmet=unmet)
+        best = min(fitting, key=lambda p: (_violation(p, req.budget), p.cost_usd, p.model))
+        missed = tuple(name for name, ok in zip(
+            _BUDGETS, (best.fits_latency, best.fits_quality, best.fits_cost)) if not ok)
+        why = (f"no model meets every budget ({_describe_budget(req.budget)}); "
+               f"closest is {best.model}, missing {', '.join(missed)}")
+        return Decision(model=best.model, reason=RouteReason.BEST_EFFORT, explanation=why,
+                        prediction=best, budget_met=False, unmet=missed, candidates=preds)
+
+    def _pinned(self, req: RouteRequest, loads: Mapping[str, ModelLoad],
+                quality: Mapping[str, float]) -> Decision:
+        name = req.pinned_model
+        assert name is not None
+        card = self.card(name)
+        pred = self.predict(req, name, loads.get(name), quality.get(name, card.prior_quality))
+        if not pred.fits_context:
+            raise ContextLengthError(
+                f"the prompt has about {req.prompt_tokens} tokens; {name} takes at most {card.context_length}",
+                param="messages", code="context_length_exceeded",
+            )
+        missed = tuple(n for n, ok in zip(
+            _BUDGETS, (pred.fits_latency, pred.fits_quality, pred.fits_cost)) if not ok)
+        if missed and req.budget.strict:
+            raise BudgetInfeasibleError(
+                _infeasible_message(_unmet([pred], req.budget), req.budget, pinned=name),
+                unmet=_unmet([pred], req.budget))
+        why = f"model {name} was named by the caller"
+        if missed:
+            why += f"; it is predicted to miss {', '.join(missed)}"
+        return Decision(model=name, reason=RouteReason.PINNED, explanation=why, prediction=pred,
+                        budget_met=not missed, unmet=missed, candidates=(pred,))
+
+
+def _violation(p: Prediction, b: Budget) -> float:
+    """Sum of relative shortfalls against each budget; 0 means every budget is met."""
+    total = 0.0
+    if b.max_latency_ms is not None and p.latency_ms > b.max_latency_ms:
+        total += (p.latency_ms - b.max_latency_ms) / b.max_latency_ms
+    if b.min_quality is not None and p.quality < b.min_quality:
+        total += (b.min_quality - p.quality) / max(b.min_quality, 1e-9)
+    if b.max_cost_usd is not None and p.cost_usd > b.max_cost_usd:
+        total += (p.cost_usd - b.max_cost_usd) / b.max_cost_usd
+    return total
+
+
+def _unmet(preds: Sequence[Prediction], b: Budget) -> tuple[UnmetBudget, ...]:
+    """For each budget, the best value any candidate achieves, when none meets it."""
+    out: list[UnmetBudget] = []
+    if b.max_latency_ms is not None and not any(p.fits_latency for p in preds):
+        p = min(preds, key=lambda x: x.latency_ms)
+        out.append(UnmetBudget("max_latency_ms", b.max_latency_ms, round(p.latency_ms, 1), p.model))
+    if b.min_quality is not None and not any(p.fits_quality for p in preds):
+        p = max(preds, key=lambda x: x.quality)
+        out.append(UnmetBudget("min_quality", b.min_quality, round(p.quality, 4), p.model))
+    if b.max_cost_usd is not None and not any(p.fits_cost for p in preds):
+        p = min(preds, key=lambda x: x.cost_usd)
+        out.append(UnmetBudget("max_cost_usd", b.max_cost_usd, p.cost_usd, p.model))
+    if not out:
+        # each budget alone is reachable, but no single model meets them together
+        for name, key, pick in (("max_latency_ms", "latency_ms", min), ("min_quality", "quality", max),
+                                ("max_cost_usd", "cost_usd", min)):
+            requested = getattr(b, name)
+            if requested is not None:
+                p = pick(preds, key=lambda x, k=key: getattr(x, k))
+                out.append(UnmetBudget(name, requested, getattr(p, key), p.model))
+    return tuple(out)
+
+
+def _infeasible_message(unmet: Sequence[UnmetBudget], b: Budget, pinned: str | None = None) -> str:
+    who = f"model {pinned}" if pinned else "no model in the pool"
+    alone = [u for u in unmet if not _jointly_only(u, b)]
+    parts = [f"{u.budget}={u.requested:g} (best achievable: {u.best_achievable:g} by {u.best_model})"
+             for u in unmet]
+    if pinned:
+        return f"{who} cannot meet the budget: " + "; ".join(parts)
+    if alone:
+        return f"{who} can meet the budget: " + "; ".join(parts)
+    return f"{who} meets these budgets together, though each alone is reachable: " + "; ".join(parts)
+
+
+def _jointly_only(u: UnmetBudget, b: Budget) -> bool:
+    if u.budget == "min_quality":
+        return u.best_achievable >= u.requested
+    return u.best_achievable <= u.requested
+
+
+def _describe_budget(b: Budget) -> str:
+    parts = []
+    if b.max_latency_ms is not None:
+        parts.append(f"latency<={b.max_latency_ms:g}ms")
+    if b.min_quality is not None:
+        parts.append(f"quality>={b.min_quality:g}")
+    if b.max_cost_usd is not None:
+        parts.append(f"cost<=${b.max_cost_usd:g}")
+    return ", ".join(parts) or "no budget"

@@ -1,0 +1,130 @@
+"""Frozen value types that go into and come out of the router.
+
+The router never sees HTTP, Ray or config files: ``serve/`` builds these from its own
+objects and reads the :class:`Decision` back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the caller will accept. ``None`` means unconstrained."""
+
+    max_latency_ms: float | None = None
+    min_quality: float | None = None
+    max_cost_usd: float | None = None
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        from router.errors import InvalidRequestError
+
+        for name in ("max_latency_ms", "max_cost_usd"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InvalidRequestError(f"{name} must be > 0, got {value}", param=f"routing.{name}")
+        if self.min_quality is not None and not 0.0 <= self.min_quality <= 1.0:
+            raise InvalidRequestError(
+                f"min_quality must be in [0, 1], got {self.min_quality}", param="routing.min_quality"
+            )
+
+
+@dataclass(frozen=True)
+class Price:
+    """Price of a model in USD per million tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, prompt_tokens: int, output_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
+
+@dataclass(frozen=True)
+class LatencyPrior:
+    """Latency a model is expected to have before any live observation."""
+
+    ttft_ms: float
+    tpot_ms: float
+    prefill_ms_per_token: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Static facts about one pool model that the router uses."""
+
+    name: str
+    price: Price
+    prior_quality: float
+    context_length: int
+    latency_prior: LatencyPrior
+    concurrency: int = 1  # requests one replica serves at the same time
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
+class ModelLoad:
+    """Live load on one model, as the serving layer sees it now."""
+
+    in_flight: int = 0
+    queued: int = 0
+    healthy: bool = True
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """One request as the router sees it."""
+
+    prompt: str
+    prompt_tokens: int
+    max_tokens: int
+    budget: Budget = field(default_factory=Budget)
+    pinned_model: str | None = None
+    task: str | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the router expects of one model for one request."""
+
+    model: str
+    ttft_ms: float
+    latency_ms: float
+    quality: float
+    cost_usd: float
+    fits_latency: bool
+    fits_quality: bool
+    fits_cost: bool
+    fits_context: bool = True
+
+    @property
+    def feasible(self) -> bool:
+        return self.fits_latency and self.fits_quality and self.fits_cost and self.fits_context
+
+
+class RouteReason(str, Enum):
+    """Why a model was picked; stable strings for headers and metric labels."""
+
+    PINNED = "pinned"
+    CHEAPEST_FEASIBLE = "cheapest_feasible"
+    BEST_EFFORT = "best_effort"
+    CASCADE = "cascade"
+    FALLBACK = "fallback"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The router's answer: a model, why, and what it predicted for every candidate."""
+
+    model: str
+    reason: RouteReason
+    explanation: str
+    prediction: Prediction
+    budget_met: bool
+    unmet: tuple[str, ...] = ()
+    candidates: tuple[Prediction, ...] = ()
+    escalate_to: str | None = None
+    escalate_below_confidence: float | None = None

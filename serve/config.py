@@ -1,0 +1,186 @@
+"""Pool configuration: parsed once at the edge into frozen pydantic models.
+
+One YAML file describes one pool (see ``deploy/pools/``). The same schema is used by
+``tiergate serve --pool FILE``, by Ray's ``serve run``/``serve deploy`` through
+``deploy/serve/*.yaml`` and by the Helm chart's ``serveConfigV2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from router.errors import ConfigError
+from router.types import Budget, LatencyPrior, ModelCard, Price
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- weights sources
+class PathWeights(Frozen):
+    """A weights file (GGUF) or directory (Hugging Face layout) on local disk."""
+
+    path: str
+
+
+class PackageWeights(Frozen):
+    """A file shipped inside an installed Python distribution (found without importing it)."""
+
+    package: str
+    file: str
+
+
+class AssembleWeights(Frozen):
+    """A module whose ``assemble()`` writes the weights file and returns its path."""
+
+    assemble: str
+
+
+WeightsSource = Union[PathWeights, PackageWeights, AssembleWeights]
+
+
+# ----------------------------------------------------------------------------- per model
+class PriceConfig(Frozen):
+    input_per_mtok: float = Field(ge=0, description="USD per 1M prompt tokens")
+    output_per_mtok: float = Field(ge=0, description="USD per 1M generated tokens")
+
+
+class LatencyPriorConfig(Frozen):
+    ttft_ms: float = Field(gt=0, description="time to first token, idle, short prompt")
+    tpot_ms: float = Field(gt=0, description="time per output token")
+    prefill_ms_per_token: float = Field(default=0.0, ge=0)
+
+
+class ResourcesConfig(Frozen):
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    memory_gb: float | None = Field(default=None, gt=0)
+
+
+ENGINE_NAMES = ("llama_cpp", "vllm", "fake")
+
+
+class ModelConfig(Frozen):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    engine: str
+    weights: WeightsSource | None = None
+    quantization: str = Field(description="e.g. Q4_1, Q4_K_M, AWQ, GPTQ, FP8, W8A8")
+    context_length: int = Field(gt=0, le=1_048_576)
+    prompt_format: Literal["chat_template", "completion"] = "chat_template"
+    price: PriceConfig
+    prior_quality: float = Field(ge=0.0, le=1.0)
+    latency_prior: LatencyPriorConfig
+    replicas: int = Field(default=1, ge=1, le=1024)
+    resources: ResourcesConfig = ResourcesConfig()
+    concurrency: int = Field(default=1, ge=1, description="requests one replica generates at once")
+    max_ongoing_requests: int = Field(default=8, ge=1)
+    max_queued_requests: int = Field(default=64, ge=-1)
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINE_NAMES:
+            raise ValueError(f"unknown engine {value!r}; valid engines: {', '.join(ENGINE_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _weights_needed(self) -> ModelConfig:
+        if self.engine != "fake" and self.weights is None:
+            raise ValueError(f"model {self.name!r}: engine {self.engine!r} needs a weights source")
+        return self
+
+    def card(self) -> ModelCard:
+        return ModelCard(
+            name=self.name,
+            price=Price(self.price.input_per_mtok, self.price.output_per_mtok),
+            prior_quality=self.prior_quality,
+            context_length=self.context_length,
+            latency_prior=LatencyPrior(**self.latency_prior.model_dump()),
+            concurrency=self.concurrency,
+            replicas=self.replicas,
+        )
+
+
+# ----------------------------------------------------------------------------- pool-wide
+class RoutingDefaults(Frozen):
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    min_quality: float | None = Field(default=None, ge=0, le=1)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    strict: bool = False
+    latency_quantile: float = Field(default=0.9, ge=0.5, lt=1.0)
+
+    def budget(self) -> Budget:
+        return Budget(self.max_latency_ms, self.min_quality, self.max_cost_usd, self.strict)
+
+
+class LimitsConfig(Frozen):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_tokens_limit: int = Field(default=4096, ge=1, description="upper bound on max_tokens")
+    default_max_tokens: int = Field(default=128, ge=1)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class PoolConfig(Frozen):
+    name: str
+    models: tuple[ModelConfig, ...] = Field(min_length=1)
+    routing: RoutingDefaults = RoutingDefaults()
+    limits: LimitsConfig = LimitsConfig()
+    quality_profile: str | None = Field(default=None, description="path to a calibrated profile")
+    ingress_replicas: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PoolConfig:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        if "auto" in names:
+            raise ValueError("'auto' is reserved for routing and cannot name a model")
+        return self
+
+    def model(self, name: str) -> ModelConfig:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def cards(self) -> tuple[ModelCard, ...]:
+        return tuple(m.card() for m in self.models)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid pool config {source}:"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_pool(data: Any, source: str = "<inline>") -> PoolConfig:
+    """Validate a mapping into a :class:`PoolConfig`, with errors that name the bad field."""
+    try:
+        return PoolConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_pool(path: str | Path) -> PoolConfig:
+    """Read and validate one pool YAML file."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"pool config {p} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"pool config {p} is not valid YAML: {err}") from None
+    config = parse_pool(data, str(p))
+    if config.quality_profile and not Path(config.quality_profile).is_absolute():
+        resolved = (p.parent / config.quality_profile).resolve()
+        config = config.model_copy(update={"quality_profile": str(resolved)})
+    return config

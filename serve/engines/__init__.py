@@ -1,0 +1,40 @@
+"""Engines by name. Imports are lazy so that a CPU install never imports vLLM."""
+
+from __future__ import annotations
+
+import importlib
+
+from router.errors import RegistryError
+from serve.engines.base import (
+    Chunk,
+    Engine,
+    EngineArgs,
+    EngineHealth,
+    EngineLoad,
+    GenerationRequest,
+    Message,
+    SamplingParams,
+    TokenLogprob,
+)
+
+ENGINES: dict[str, str] = {
+    "llama_cpp": "serve.engines.llama_cpp:LlamaCppEngine",
+    "vllm": "serve.engines.vllm:VllmEngine",
+    "fake": "serve.engines.fake:FakeEngine",
+}
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The engine class registered under ``name``; an unknown name lists the valid ones."""
+    try:
+        target = ENGINES[name]
+    except KeyError:
+        raise RegistryError(f"unknown engine {name!r}; valid engines: {', '.join(sorted(ENGINES))}") from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+__all__ = [
+    "ENGINES", "Chunk", "Engine", "EngineArgs", "EngineHealth", "EngineLoad", "GenerationRequest",
+    "Message", "SamplingParams", "TokenLogprob", "engine_class",
+]

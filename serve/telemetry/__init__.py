@@ -1,0 +1,1 @@
+"""Telemetry: per-request records, Prometheus metrics, tracing and the drift monitor."""

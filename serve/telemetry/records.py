@@ -1,0 +1,40 @@
+"""The compact per-request record the ingress sends to the telemetry deployment.
+
+It carries no prompt or completion text (privacy by default): only sizes, timings, the
+routing decision and output-health signals. ``prompt_embedding`` is a small float vector
+(the router's sentence embedding) used only for embedding drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    endpoint: str  # "chat" | "completions"
+    requested_model: str  # what the caller asked for ("auto" or a pool model)
+    model: str  # what answered ("" when nothing did)
+    route_reason: str  # router.types.RouteReason value, or "none"
+    status: int  # HTTP status sent to the caller
+    error_type: str = ""
+    stream: bool = False
+    key_name: str = ""
+    route_class: str = ""  # coarse task/route class for drift and brittleness breakdowns
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    cost_usd: float = 0.0
+    baseline_cost_usd: float = 0.0  # what the most expensive model would have cost
+    predicted_quality: float | None = None
+    predicted_latency_ms: float | None = None
+    budget_latency_met: bool | None = None  # measured against the caller's budget
+    budget_quality_met: bool | None = None  # predicted (quality has no live ground truth)
+    budget_cost_met: bool | None = None
+    finish_reason: str = ""
+    mean_logprob: float | None = None
+    empty_output: bool = False
+    refused: bool = False
+    decision_s: float | None = None
+    prompt_embedding: tuple[float, ...] = field(default=(), repr=False)
