@@ -47,6 +47,10 @@ class InvalidRequestError(TiergateError):
     """The caller sent a request that cannot be served as it is (HTTP 400)."""
 
 
+class RequestTooLargeError(InvalidRequestError):
+    """The request body is larger than the gateway accepts (HTTP 413)."""
+
+
 class ContextLengthError(InvalidRequestError):
     """The prompt plus ``max_tokens`` does not fit the model's context window."""
 

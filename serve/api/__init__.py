@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP surface: request models, error mapping, response shaping."""

@@ -1,0 +1,115 @@
+"""Shape engine chunks into OpenAI response bodies and server-sent events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from serve.engines.base import Chunk, TokenLogprob
+from serve.gateway import Call, Gateway
+
+
+def _finish(reason: str | None) -> str | None:
+    return {"cancelled": "stop", "error": "stop"}.get(reason or "", reason) if reason else None
+
+
+def _chat_logprobs(lps: list[TokenLogprob]) -> dict[str, Any]:
+    return {"content": [
+        {"token": lp.token, "logprob": lp.logprob, "bytes": list(lp.token.encode("utf-8")),
+         "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode("utf-8"))} for t, v in lp.top]}
+        for lp in lps
+    ]}
+
+
+def _completion_logprobs(lps: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:
+    offsets, pos = [], offset
+    for lp in lps:
+        offsets.append(pos)
+        pos += len(lp.token)
+    return {"tokens": [lp.token for lp in lps], "token_logprobs": [lp.logprob for lp in lps],
+            "top_logprobs": [dict(lp.top) for lp in lps], "text_offset": offsets}
+
+
+def usage(call: Call) -> dict[str, int]:
+    return {"prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens,
+            "total_tokens": call.prompt_tokens + call.completion_tokens}
+
+
+def tiergate_info(gw: Gateway, call: Call) -> dict[str, Any]:
+    """Our extension of the response body: the route, its predictions and the actual cost."""
+    p = call.decision.prediction
+    return {
+        "model": call.model, "route_reason": call.decision.reason.value,
+        "explanation": call.decision.explanation, "predicted_latency_ms": round(p.latency_ms, 1),
+        "predicted_quality": round(p.quality, 4), "cost_usd": gw.cost(call),
+        "budget_met": gw.budget_met(call) if call.status == 200 else False,
+        "unmet": list(call.decision.unmet),
+    }
+
+
+def decision_headers(gw: Gateway, call: Call, *, final: bool) -> dict[str, str]:
+    """``x-tiergate-*`` headers. Before the answer exists (streaming) cost and budget are predicted."""
+    p = call.decision.prediction
+    cost = gw.cost(call) if final else p.cost_usd
+    met = gw.budget_met(call) if final else call.decision.budget_met
+    return {
+        "x-tiergate-model": call.model,
+        "x-tiergate-route-reason": call.decision.reason.value,
+        "x-tiergate-predicted-latency-ms": f"{p.latency_ms:.1f}",
+        "x-tiergate-predicted-quality": f"{p.quality:.4f}",
+        "x-tiergate-cost-usd": f"{cost:.10f}",
+        "x-tiergate-budget-met": "true" if met else "false",
+        "x-tiergate-request-id": call.request_id,
+    }
+
+
+def full_body(gw: Gateway, call: Call, chunks: list[Chunk]) -> dict[str, Any]:
+    text = "".join(c.text for c in chunks)
+    lps = [lp for c in chunks for lp in c.logprobs]
+    finish = _finish(call.finish_reason)
+    if call.endpoint == "chat":
+        want = call.generation.sampling.logprobs
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                  "logprobs": _chat_logprobs(lps) if want else None, "finish_reason": finish}
+        obj = "chat.completion"
+    else:
+        want = call.generation.sampling.logprobs
+        choice = {"index": 0, "text": text, "logprobs": _completion_logprobs(lps) if want else None,
+                  "finish_reason": finish}
+        obj = "text_completion"
+    return {"id": call.request_id, "object": obj, "created": call.created, "model": call.model,
+            "choices": [choice], "usage": usage(call), "tiergate": tiergate_info(gw, call)}
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode()
+
+
+def stream_event(call: Call, chunk: Chunk, first: bool) -> dict[str, Any] | None:
+    """One SSE chunk body, or None when the chunk carries nothing to send."""
+    finish = _finish(chunk.finish_reason)
+    if not chunk.text and finish is None and not first:
+        return None
+    want = call.generation.sampling.logprobs
+    lps = list(chunk.logprobs)
+    if call.endpoint == "chat":
+        delta: dict[str, Any] = {"content": chunk.text} if chunk.text or not first else {"content": ""}
+        if first:
+            delta["role"] = "assistant"
+        choice: dict[str, Any] = {"index": 0, "delta": delta,
+                                  "logprobs": _chat_logprobs(lps) if want and lps else None,
+                                  "finish_reason": finish}
+        obj = "chat.completion.chunk"
+    else:
+        choice = {"index": 0, "text": chunk.text,
+                  "logprobs": _completion_logprobs(lps) if want and lps else None, "finish_reason": finish}
+        obj = "text_completion"
+    return {"id": call.request_id, "object": obj, "created": call.created, "model": call.model,
+            "choices": [choice]}
+
+
+def usage_event(gw: Gateway, call: Call) -> dict[str, Any]:
+    obj = "chat.completion.chunk" if call.endpoint == "chat" else "text_completion"
+    return {"id": call.request_id, "object": obj, "created": call.created, "model": call.model,
+            "choices": [], "usage": usage(call), "tiergate": tiergate_info(gw, call)}

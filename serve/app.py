@@ -1,0 +1,50 @@
+"""The Ray Serve application builder: ``serve.app:build_app``.
+
+Used by ``tiergate serve``, by Ray's ``serve run``/``serve deploy`` with the configs in
+``deploy/serve/`` and by the Helm chart's ``serveConfigV2``. ``args`` holds either
+``pool`` (a path to a pool YAML file) or ``pool_config`` (the same mapping inline).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from router.errors import ConfigError
+from serve.config import ModelConfig, PoolConfig, load_pool, parse_pool
+from serve.ingress import Ingress
+from serve.model_server import ModelServer
+from serve.telemetry.service import Telemetry
+
+
+def pool_from_args(args: dict[str, Any]) -> PoolConfig:
+    if "pool" in args and "pool_config" not in args:
+        return load_pool(args["pool"])
+    if "pool_config" in args and "pool" not in args:
+        return parse_pool(args["pool_config"], "pool_config")
+    raise ConfigError("application args need exactly one of 'pool' (a path) or 'pool_config' (a mapping)")
+
+
+def model_options(m: ModelConfig) -> dict[str, Any]:
+    actor: dict[str, Any] = {"num_cpus": m.resources.num_cpus, "num_gpus": m.resources.num_gpus}
+    if m.resources.memory_gb:
+        actor["memory"] = int(m.resources.memory_gb * 1024**3)
+    return {
+        "name": f"model-{m.name}",
+        "num_replicas": m.replicas,
+        "max_ongoing_requests": m.max_ongoing_requests,
+        "max_queued_requests": m.max_queued_requests,
+        "ray_actor_options": actor,
+        "health_check_period_s": 5,
+        "graceful_shutdown_timeout_s": 10,
+    }
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    pool = pool_from_args(args)
+    models = {m.name: ModelServer.options(**model_options(m)).bind(m.model_dump(mode="json")) for m in pool.models}
+    telemetry = Telemetry.options(name="telemetry").bind()
+    ingress = Ingress.options(name="ingress", num_replicas=pool.ingress_replicas,
+                              ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+    return ingress.bind(pool.model_dump(mode="json"), models, telemetry)

@@ -1,0 +1,65 @@
+"""How the ingress reaches a model: one small abstract class, two implementations.
+
+``HandleClient`` calls a model deployment through its Ray Serve handle; ``EngineClient`` calls
+an engine in the same process (benchmarks' in-process baseline, and unit tests with the fake
+engine). The ingress never knows which one it has.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from typing import Any
+
+from serve.engines.base import Chunk, Engine, EngineHealth, EngineLoad, GenerationRequest
+
+
+class ModelClient(abc.ABC):
+    @abc.abstractmethod
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Generate; closing the iterator cancels the request on the model."""
+
+    @abc.abstractmethod
+    async def health(self) -> EngineHealth: ...
+
+    @abc.abstractmethod
+    async def load(self) -> EngineLoad: ...
+
+
+class EngineClient(ModelClient):
+    """An engine in this process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        return self.engine.stream(request)
+
+    async def health(self) -> EngineHealth:
+        return await self.engine.health()
+
+    async def load(self) -> EngineLoad:
+        return self.engine.load()
+
+
+class HandleClient(ModelClient):
+    """A model deployment behind a Ray Serve ``DeploymentHandle``."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._stream = handle.options(stream=True)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        gen = self._stream.generate.remote(request)
+        try:
+            async for chunk in gen:
+                yield chunk
+        finally:
+            # the caller stopped early (client went away, deadline): cancel on the replica
+            gen.cancel()
+
+    async def health(self) -> EngineHealth:
+        return await self._handle.health.remote()
+
+    async def load(self) -> EngineLoad:
+        return await self._handle.load.remote()

@@ -1,0 +1,285 @@
+"""The request path between HTTP and the models, free of Ray and of HTTP.
+
+``Gateway.route`` turns a validated OpenAI request plus its headers into a :class:`Call`: the
+budget, the router's decision and the generation request. ``Gateway.run`` streams the chosen
+model's chunks, keeps the live load and latency model up to date, and hands one
+:class:`RequestRecord` per request to the telemetry sink. Policy lives in ``router/``; this
+module only gathers its inputs and carries out its decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from router import Budget, Decision, LatencyModel, ModelLoad, Observation, RouteRequest, Router, merge_budget
+from router.errors import DeadlineExceededError, EngineError, InvalidRequestError, TiergateError
+from router.quality import QualityPredictor
+from serve.api.schemas import ChatCompletionRequest, CompletionRequest, RoutingOptions
+from serve.clients import ModelClient
+from serve.config import PoolConfig
+from serve.engines.base import Chunk, GenerationRequest, Message, SamplingParams
+from serve.telemetry.records import RequestRecord
+
+BUDGET_HEADERS = {
+    "max_latency_ms": "x-tiergate-max-latency-ms",
+    "min_quality": "x-tiergate-min-quality",
+    "max_cost_usd": "x-tiergate-max-cost-usd",
+    "strict": "x-tiergate-strict",
+}
+
+RecordSink = Callable[[RequestRecord], None]
+
+
+def budget_from(routing: RoutingOptions | None, headers: Mapping[str, str]) -> Budget | None:
+    """The caller's budget: the body's ``routing`` object wins over ``x-tiergate-*`` headers."""
+    values: dict[str, Any] = {}
+    for name, header in BUDGET_HEADERS.items():
+        raw = headers.get(header)
+        if raw is None:
+            continue
+        if name == "strict":
+            if raw.strip().lower() not in ("true", "false", "1", "0"):
+                raise InvalidRequestError(f"header {header} must be true or false", param=header)
+            values[name] = raw.strip().lower() in ("true", "1")
+            continue
+        try:
+            values[name] = float(raw)
+        except ValueError:
+            raise InvalidRequestError(f"header {header} must be a number, got {raw[:32]!r}", param=header) from None
+    try:
+        merged = RoutingOptions.model_validate(values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        header = BUDGET_HEADERS.get(str(first["loc"][0]), "x-tiergate-*")
+        raise InvalidRequestError(f"header {header}: {first['msg']}", param=header) from None
+    if routing is not None:
+        merged = merged.model_copy(update=routing.model_dump(exclude_none=True))
+    if not merged.model_dump(exclude_none=True):
+        return None
+    return Budget(merged.max_latency_ms, merged.min_quality, merged.max_cost_usd, bool(merged.strict))
+
+
+def routing_text(req: ChatCompletionRequest | CompletionRequest) -> str:
+    """The text the quality predictor sees: the user turns of a chat, or the prompt."""
+    if isinstance(req, CompletionRequest):
+        return req.prompt_text()
+    users = [m.text() for m in req.messages if m.role == "user"]
+    return "\n".join(users) if users else req.messages[-1].text()
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap prompt-size estimate for routing; engines count exactly."""
+    return max(1, (len(text.encode("utf-8")) + 3) // 4)
+
+
+@dataclass
+class Call:
+    """One routed request on its way to a model."""
+
+    request_id: str
+    endpoint: str
+    requested_model: str
+    decision: Decision
+    generation: GenerationRequest
+    budget: Budget
+    stream: bool
+    include_usage: bool
+    created: int
+    started: float
+    deadline: float
+    decision_s: float
+    route_class: str = ""
+    # filled in while running
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    logprob_sum: float = 0.0
+    logprob_n: int = 0
+    text_len: int = 0
+    status: int = 200
+    error_type: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.decision.model
+
+
+class Gateway:
+    def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
+                 sink: RecordSink, *, clock: Callable[[], float] = time.perf_counter) -> None:
+        missing = sorted(set(m.name for m in pool.models) - set(clients))
+        if missing:
+            raise ValueError(f"no client for model(s) {', '.join(missing)}")
+        self.pool = pool
+        self.clients = dict(clients)
+        self.quality = quality
+        self.sink = sink
+        self.clock = clock
+        self.latency = LatencyModel(list(pool.cards()), quantile=pool.routing.latency_quantile)
+        self.router = Router(pool.cards(), self.latency)
+        self.defaults = pool.routing.budget()
+        self.in_flight: dict[str, int] = {m.name: 0 for m in pool.models}
+        self.healthy: dict[str, bool] = {m.name: True for m in pool.models}
+        self._max_price = max(pool.models, key=lambda m: m.price.output_per_mtok + m.price.input_per_mtok)
+
+    # ------------------------------------------------------------------ routing
+    def loads(self) -> dict[str, ModelLoad]:
+        return {n: ModelLoad(in_flight=self.in_flight[n], healthy=self.healthy[n]) for n in self.in_flight}
+
+    async def predict_quality(self, text: str) -> dict[str, float]:
+        return (await asyncio.to_thread(self.quality.predict, [text]))[0]
+
+    async def route(self, endpoint: str, req: ChatCompletionRequest | CompletionRequest,
+                    headers: Mapping[str, str]) -> Call:
+        t0 = self.clock()
+        limits = self.pool.limits
+        max_tokens = req.requested_max_tokens()
+        if max_tokens is not None and max_tokens > limits.max_tokens_limit:
+            raise InvalidRequestError(f"max_tokens must be at most {limits.max_tokens_limit}, got {max_tokens}",
+                                      param="max_tokens", code="invalid_value")
+        max_tokens = max_tokens or limits.default_max_tokens
+        budget = merge_budget(budget_from(req.routing, headers), self.defaults)
+        pinned = None if req.model == "auto" else req.model
+        if pinned is not None:
+            self.router.card(pinned)  # UnknownModelError (404) before any work
+        text = routing_text(req)
+        quality = await self.predict_quality(text) if pinned is None or budget.min_quality else {}
+        route_req = RouteRequest(prompt=text, prompt_tokens=estimate_tokens(text), max_tokens=max_tokens,
+                                 budget=budget, pinned_model=pinned)
+        decision = self.router.decide(route_req, self.loads(), quality)
+        generation = self._generation(req, max_tokens)
+        now = self.clock()
+        return Call(
+            request_id=("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex[:24],
+            endpoint=endpoint, requested_model=req.model, decision=decision, generation=generation,
+            budget=budget, stream=req.stream, include_usage=req.include_usage(), created=int(time.time()),
+            started=t0, deadline=t0 + limits.request_timeout_s, decision_s=now - t0,
+        )
+
+    @staticmethod
+    def _generation(req: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> GenerationRequest:
+        stops = tuple(req.stop or ())
+        if isinstance(req, ChatCompletionRequest):
+            sampling = SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+                                      stop=stops, seed=req.seed, logprobs=req.logprobs,
+                                      top_logprobs=req.top_logprobs or 0)
+            messages = tuple(Message(m.role, m.text()) for m in req.messages)
+            return GenerationRequest(request_id=uuid.uuid4().hex, sampling=sampling, messages=messages)
+        sampling = SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+                                  stop=stops, seed=req.seed, logprobs=req.logprobs is not None,
+                                  top_logprobs=req.logprobs or 0)
+        return GenerationRequest(request_id=uuid.uuid4().hex, sampling=sampling, prompt=req.prompt_text())
+
+    # ------------------------------------------------------------------ running
+    async def run(self, call: Call) -> AsyncIterator[Chunk]:
+        """Stream the chosen model's chunks; always records the request, whatever happens."""
+        model = call.model
+        ahead = self.in_flight[model]
+        self.in_flight[model] += 1
+        stream = self.clients[model].stream(call.generation)
+        try:
+            while True:
+                remaining = call.deadline - self.clock()
+                if remaining <= 0:
+                    raise DeadlineExceededError(
+                        f"request exceeded its {self.pool.limits.request_timeout_s:g}s deadline and was cancelled",
+                        code="deadline_exceeded")
+                try:
+                    chunk = await asyncio.wait_for(stream.__anext__(), timeout=remaining)
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    raise DeadlineExceededError(
+                        f"request exceeded its {self.pool.limits.request_timeout_s:g}s deadline and was cancelled",
+                        code="deadline_exceeded") from None
+                self._account(call, chunk)
+                yield chunk
+        except TiergateError as err:
+            call.status, call.error_type = _status_of(err), type(err).__name__
+            call.finish_reason = call.finish_reason or "error"
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            call.status, call.error_type, call.finish_reason = 499, "ClientDisconnected", "cancelled"
+            raise
+        except Exception as err:  # noqa: BLE001 - an engine or transport failure
+            call.status, call.error_type, call.finish_reason = 502, type(err).__name__, "error"
+            raise EngineError(f"model {model} failed: {err}") from err
+        finally:
+            await stream.aclose()
+            self.in_flight[model] -= 1
+            call.e2e_s = self.clock() - call.started
+            self._learn(call, ahead)
+            self.sink(self.record(call))
+
+    def _account(self, call: Call, chunk: Chunk) -> None:
+        if call.ttft_s is None and (chunk.text or chunk.finish_reason):
+            call.ttft_s = self.clock() - call.started
+        call.prompt_tokens = max(call.prompt_tokens, chunk.prompt_tokens)
+        call.completion_tokens = max(call.completion_tokens, chunk.completion_tokens)
+        call.text_len += len(chunk.text)
+        for lp in chunk.logprobs:
+            call.logprob_sum += lp.logprob
+            call.logprob_n += 1
+        if chunk.finish_reason:
+            call.finish_reason = chunk.finish_reason
+
+    def _learn(self, call: Call, ahead: int) -> None:
+        if call.status != 200 or call.ttft_s is None or call.e2e_s is None:
+            return
+        self.latency.observe(call.model, Observation(
+            prompt_tokens=call.prompt_tokens, output_tokens=call.completion_tokens,
+            ttft_ms=call.ttft_s * 1000, e2e_ms=call.e2e_s * 1000, ahead_at_start=ahead))
+
+    # ------------------------------------------------------------------ accounting
+    def cost(self, call: Call) -> float:
+        card = self.router.card(call.model)
+        return card.price.cost(call.prompt_tokens, call.completion_tokens)
+
+    def mean_logprob(self, call: Call) -> float | None:
+        return call.logprob_sum / call.logprob_n if call.logprob_n else None
+
+    def budget_outcome(self, call: Call) -> dict[str, bool | None]:
+        b = call.budget
+        pred = call.decision.prediction
+        lat = None if b.max_latency_ms is None or call.e2e_s is None else call.e2e_s * 1000 <= b.max_latency_ms
+        qual = None if b.min_quality is None else pred.quality >= b.min_quality
+        cost = None if b.max_cost_usd is None else self.cost(call) <= b.max_cost_usd
+        return {"latency": lat, "quality": qual, "cost": cost}
+
+    def budget_met(self, call: Call) -> bool:
+        return all(v is not False for v in self.budget_outcome(call).values())
+
+    def record(self, call: Call) -> RequestRecord:
+        outcome = self.budget_outcome(call) if call.status == 200 else {"latency": None, "quality": None, "cost": None}
+        big = self._max_price.price
+        return RequestRecord(
+            endpoint=call.endpoint, requested_model=call.requested_model, model=call.model,
+            route_reason=call.decision.reason.value, status=call.status, error_type=call.error_type,
+            stream=call.stream, route_class=call.route_class, prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens, ttft_s=call.ttft_s, e2e_s=call.e2e_s,
+            cost_usd=self.cost(call),
+            baseline_cost_usd=(call.prompt_tokens * big.input_per_mtok
+                               + call.completion_tokens * big.output_per_mtok) / 1e6,
+            predicted_quality=call.decision.prediction.quality,
+            predicted_latency_ms=call.decision.prediction.latency_ms,
+            budget_latency_met=outcome["latency"], budget_quality_met=outcome["quality"],
+            budget_cost_met=outcome["cost"], finish_reason=call.finish_reason,
+            mean_logprob=self.mean_logprob(call), empty_output=call.status == 200 and call.text_len == 0,
+            decision_s=call.decision_s,
+        )
+
+
+def _status_of(err: TiergateError) -> int:
+    from serve.api.errors import from_exception
+
+    return from_exception(err).status

@@ -1,0 +1,244 @@
+"""The HTTP ingress: OpenAI routes on FastAPI, one Ray Serve deployment.
+
+It maps each pool model to its deployment handle, asks the :class:`Gateway` to route and run
+each request, and shapes the answer. Errors become OpenAI error objects here and only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from router.errors import InvalidRequestError, RequestTooLargeError, TiergateError
+from router.quality import PriorQuality, QualityPredictor
+from serve.api import responses as R
+from serve.api.errors import HttpError, from_exception
+from serve.api.schemas import ChatCompletionRequest, CompletionRequest, error_body
+from serve.clients import HandleClient, ModelClient
+from serve.config import PoolConfig
+from serve.engines.base import Chunk
+from serve.gateway import Call, Gateway
+from serve.telemetry.records import RequestRecord
+
+log = logging.getLogger("tiergate.ingress")
+
+app = FastAPI(title="tiergate", version="0.1.0",
+              description="OpenAI-compatible gateway with tiered, budget-aware routing")
+
+
+def _error_response(err: HttpError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(err.body, status_code=err.status, headers={**err.headers, **(headers or {})})
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+    return JSONResponse(error_body(str(exc.detail), kind, None, str(exc.status_code)), status_code=exc.status_code)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body as JSON, bounded in size; malformed input is a 4xx, never a 500."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLargeError(f"request body is {declared} bytes; the limit is {limit}", code="body_too_large")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise RequestTooLargeError(f"request body exceeds the {limit}-byte limit", code="body_too_large")
+    if not body:
+        raise InvalidRequestError("request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidRequestError(f"request body is not valid UTF-8 (byte {err.start})", code="invalid_utf8") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise InvalidRequestError("request body is nested too deeply", code="invalid_json") from None
+    except json.JSONDecodeError as err:
+        raise InvalidRequestError(f"request body is not valid JSON: {err.msg} at line {err.lineno} "
+                                  f"column {err.colno}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("request body must be a JSON object", code="invalid_json")
+    return data
+
+
+class IngressCore:
+    """Everything the ingress does, without the Ray decorator (so it can run in-process)."""
+
+    flush_interval_s = 0.25
+    health_interval_s = 2.0
+
+    def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
+                 telemetry: Any = None) -> None:
+        self.pool = pool
+        self._buffer: list[RequestRecord] = []
+        self.telemetry = telemetry
+        self.gateway = Gateway(pool, clients, quality, self._buffer.append)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start_background(self) -> None:
+        loop = asyncio.get_event_loop()
+        self._tasks = [loop.create_task(self._flush_loop()), loop.create_task(self._health_loop())]
+
+    # ------------------------------------------------------------------ telemetry plumbing
+    async def flush(self) -> None:
+        if self.telemetry is None:
+            return
+        batch, self._buffer[:] = list(self._buffer), []
+        if batch:
+            await self.telemetry.record.remote(batch)
+        await self.telemetry.set_in_flight.remote(dict(self.gateway.in_flight))
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            try:
+                await self.flush()
+            except Exception as err:  # noqa: BLE001 - telemetry must never hurt serving
+                log.warning("telemetry flush failed: %s", err)
+
+    async def model_health(self) -> dict[str, dict[str, Any]]:
+        async def one(name: str, client: ModelClient) -> tuple[str, dict[str, Any]]:
+            try:
+                h = await asyncio.wait_for(client.health(), timeout=5)
+                return name, {"ready": h.ready, "detail": h.detail}
+            except Exception as err:  # noqa: BLE001
+                return name, {"ready": False, "detail": f"{type(err).__name__}: {err}"}
+
+        results = await asyncio.gather(*(one(n, c) for n, c in self.gateway.clients.items()))
+        return dict(results)
+
+    async def _health_loop(self) -> None:
+        while True:
+            try:
+                health = await self.model_health()
+                for name, h in health.items():
+                    self.gateway.healthy[name] = bool(h["ready"])
+                if self.telemetry is not None:
+                    await self.telemetry.set_ready.remote({n: bool(h["ready"]) for n, h in health.items()})
+            except Exception as err:  # noqa: BLE001
+                log.warning("health poll failed: %s", err)
+            await asyncio.sleep(self.health_interval_s)
+
+    # ------------------------------------------------------------------ requests
+    async def handle(self, endpoint: str, request: Request, model: type[BaseModel]) -> Response:
+        try:
+            data = await read_json(request, self.pool.limits.max_body_bytes)
+            body = model.model_validate(data)
+            call = await self.gateway.route(endpoint, body, request.headers)  # type: ignore[arg-type]
+        except (TiergateError, ValidationError) as err:
+            return self._reject(endpoint, err)
+        stream = self.gateway.run(call)
+        try:
+            first = await stream.__anext__()
+        except StopAsyncIteration:
+            first = Chunk(finish_reason="stop")
+        except TiergateError as err:
+            return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
+        if call.stream:
+            return StreamingResponse(self._sse(call, first, stream), media_type="text/event-stream",
+                                     headers={**R.decision_headers(self.gateway, call, final=False),
+                                              "cache-control": "no-cache"})
+        chunks = [first]
+        try:
+            async for chunk in stream:
+                chunks.append(chunk)
+        except TiergateError as err:
+            return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
+        return JSONResponse(R.full_body(self.gateway, call, chunks),
+                            headers=R.decision_headers(self.gateway, call, final=True))
+
+    def _reject(self, endpoint: str, err: Exception) -> JSONResponse:
+        http = from_exception(err)
+        self._buffer.append(RequestRecord(endpoint=endpoint, requested_model="", model="", route_reason="none",
+                                          status=http.status, error_type=type(err).__name__))
+        return _error_response(http)
+
+    async def _sse(self, call: Call, first: Chunk, stream: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
+        try:
+            event = R.stream_event(call, first, True)
+            if event:
+                yield R.sse(event)
+            async for chunk in stream:
+                event = R.stream_event(call, chunk, False)
+                if event:
+                    yield R.sse(event)
+            if call.include_usage:
+                yield R.sse(R.usage_event(self.gateway, call))
+        except TiergateError as err:
+            yield R.sse(from_exception(err).body)
+        except Exception as err:  # noqa: BLE001 - never truncate silently: end with an error event
+            log.exception("stream failed")
+            yield R.sse(error_body(f"stream failed: {type(err).__name__}", "server_error", None, "stream_error"))
+        yield R.sse("[DONE]")
+
+    def models(self) -> dict[str, Any]:
+        data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "tiergate",
+                 "description": "routed: the cheapest model that meets the request's budgets"}]
+        for m in self.pool.models:
+            data.append({"id": m.name, "object": "model", "created": 0, "owned_by": "tiergate",
+                         "engine": m.engine, "quantization": m.quantization, "context_length": m.context_length,
+                         "price": m.price.model_dump(), "prior_quality": m.prior_quality})
+        return {"object": "list", "data": data}
+
+    async def health(self) -> JSONResponse:
+        models = await self.model_health()
+        ready = all(h["ready"] for h in models.values())
+        return JSONResponse({"status": "ready" if ready else "loading", "models": models},
+                            status_code=200 if ready else 503)
+
+    async def metrics(self) -> Response:
+        if self.telemetry is None:
+            return Response(b"", media_type="text/plain; version=0.0.4")
+        await self.flush()
+        text = await self.telemetry.render.remote()
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def load_quality(pool: PoolConfig) -> QualityPredictor:
+    if pool.quality_profile:
+        from serve.quality_profile import load_quality_profile
+
+        return load_quality_profile(pool.quality_profile, [m.name for m in pool.models])
+    return PriorQuality({m.name: m.prior_quality for m in pool.models})
+
+
+@serve.deployment
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, pool: dict, models: dict, telemetry: Any) -> None:
+        config = PoolConfig.model_validate(pool)
+        clients = {name: HandleClient(handle) for name, handle in models.items()}
+        self.core = IngressCore(config, clients, load_quality(config), telemetry)
+        self.core.start_background()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        return await self.core.handle("chat", request, ChatCompletionRequest)
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        return await self.core.handle("completions", request, CompletionRequest)
+
+    @app.get("/v1/models")
+    async def list_models(self) -> dict[str, Any]:
+        return self.core.models()
+
+    @app.get("/health")
+    async def health(self) -> JSONResponse:
+        return await self.core.health()
+
+    @app.get("/metrics")
+    async def metrics(self) -> Response:
+        return await self.core.metrics()

@@ -1,0 +1,53 @@
+"""The model deployment: a thin Ray Serve wrapper around one engine per replica."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from ray import serve
+
+from router.errors import EngineError, EngineNotReadyError
+from serve.config import ModelConfig
+from serve.engines import Chunk, EngineHealth, EngineLoad, GenerationRequest, engine_class
+
+log = logging.getLogger("tiergate.model")
+
+
+@serve.deployment
+class ModelServer:
+    """Loads its engine in the background so the app deploys at once; ``health`` says when ready."""
+
+    def __init__(self, model: dict) -> None:
+        self.config = ModelConfig.model_validate(model)
+        cls = engine_class(self.config.engine)
+        self.engine = cls(self.config, cls.Args.model_validate(self.config.engine_args))
+        self._loading = asyncio.get_event_loop().create_task(self._start())
+        self._failed: str | None = None
+
+    async def _start(self) -> None:
+        try:
+            await self.engine.start()
+            log.info("model %s loaded", self.config.name)
+        except Exception as err:  # noqa: BLE001 - reported by check_health, which restarts us
+            self._failed = str(err)
+            log.error("model %s failed to load: %s", self.config.name, err)
+
+    async def check_health(self) -> None:
+        if self._failed:
+            raise EngineError(f"model {self.config.name} failed to load: {self._failed}")
+
+    async def health(self) -> EngineHealth:
+        if self._failed:
+            return EngineHealth(ready=False, detail=self._failed)
+        return await self.engine.health()
+
+    async def load(self) -> EngineLoad:
+        return self.engine.load()
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        if not self._loading.done():
+            raise EngineNotReadyError(f"model {self.config.name} is still loading")
+        async for chunk in self.engine.stream(request):
+            yield chunk
