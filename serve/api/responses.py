@@ -44,6 +44,11 @@ def tiergate_info(gw: Gateway, call: Call) -> dict[str, Any]:
         "predicted_quality": round(p.quality, 4), "cost_usd": gw.cost(call),
         "budget_met": gw.budget_met(call) if call.status == 200 else False,
         "unmet": list(call.decision.unmet),
+        "candidates": [
+            {"model": c.model, "predicted_latency_ms": round(c.latency_ms, 1),
+             "predicted_quality": round(c.quality, 4), "predicted_cost_usd": c.cost_usd, "feasible": c.feasible}
+            for c in call.decision.candidates
+        ],
     }
 
 

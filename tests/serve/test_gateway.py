@@ -1,0 +1,86 @@
+"""The request path (route, run, record) with the in-repo fake engine: fault injection and
+accounting, no Ray. The real-model behaviour is covered in test_gateway_e2e.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.errors import DeadlineExceededError, EngineError, InvalidRequestError
+from router.quality import PriorQuality
+from serve.api.schemas import ChatCompletionRequest, RoutingOptions
+from serve.clients import EngineClient
+from serve.config import parse_pool
+from serve.engines.fake import FakeArgs, FakeEngine
+from serve.gateway import Gateway, budget_from
+
+
+def pool(timeout=30.0, **fake):
+    models = []
+    for name, price, q in (("cheap", 0.1, 0.3), ("dear", 1.0, 0.8)):
+        models.append({"name": name, "engine": "fake", "quantization": "none", "context_length": 512,
+                       "price": {"input_per_mtok": price, "output_per_mtok": price},
+                       "prior_quality": q, "latency_prior": {"ttft_ms": 5, "tpot_ms": 1},
+                       "engine_args": fake})
+    return parse_pool({"name": "t", "models": models, "limits": {"request_timeout_s": timeout}})
+
+
+async def make(timeout=30.0, **fake):
+    p = pool(timeout, **fake)
+    records = []
+    clients = {}
+    for m in p.models:
+        engine = FakeEngine(m, FakeArgs(**m.engine_args))
+        await engine.start()
+        clients[m.name] = EngineClient(engine)
+    gw = Gateway(p, clients, PriorQuality({m.name: m.prior_quality for m in p.models}), records.append)
+    return gw, records
+
+
+def chat(**kw):
+    return ChatCompletionRequest.model_validate({"model": "auto", "messages": [{"role": "user", "content": "hi"}],
+                                                 **kw})
+
+
+async def test_route_and_run_records_one_request():
+    gw, records = await make(reply="one two three")
+    call = await gw.route("chat", chat(max_tokens=10), {})
+    chunks = [c async for c in gw.run(call)]
+    assert call.model == "cheap" and "".join(c.text for c in chunks) == "one two three"
+    (rec,) = records
+    assert rec.status == 200 and rec.model == "cheap" and rec.completion_tokens == 3
+    assert rec.cost_usd < rec.baseline_cost_usd and rec.ttft_s is not None
+    assert gw.in_flight == {"cheap": 0, "dear": 0}
+    assert gw.latency.snapshot()["cheap"]["observations"] == 1
+
+
+async def test_engine_failure_is_recorded_and_raised():
+    gw, records = await make(fail_before_first_token=True)
+    call = await gw.route("chat", chat(), {})
+    with pytest.raises(EngineError):
+        [c async for c in gw.run(call)]
+    assert records[0].status == 502 and gw.in_flight["cheap"] == 0
+
+
+async def test_deadline_cancels():
+    gw, records = await make(timeout=0.05, ttft_ms=500)
+    call = await gw.route("chat", chat(), {})
+    with pytest.raises(DeadlineExceededError):
+        [c async for c in gw.run(call)]
+    assert records[0].status == 504 and records[0].error_type == "DeadlineExceededError"
+
+
+async def test_max_tokens_limit_and_default():
+    gw, _ = await make()
+    with pytest.raises(InvalidRequestError, match="at most"):
+        await gw.route("chat", chat(max_tokens=100_000), {})
+    call = await gw.route("chat", chat(), {})
+    assert call.generation.sampling.max_tokens == gw.pool.limits.default_max_tokens
+
+
+def test_budget_precedence_body_over_headers():
+    b = budget_from(RoutingOptions(min_quality=0.2), {"x-tiergate-min-quality": "0.9",
+                                                      "x-tiergate-max-latency-ms": "500"})
+    assert b.min_quality == 0.2 and b.max_latency_ms == 500
+    assert budget_from(None, {}) is None
+    with pytest.raises(InvalidRequestError, match="x-tiergate-max-cost-usd"):
+        budget_from(None, {"x-tiergate-max-cost-usd": "-1"})
