@@ -9,7 +9,13 @@ for strict requests that no model can serve within budget.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from router.errors import BudgetInfeasibleError, ContextLengthError, UnknownModelError, UnmetBudget
+from router.errors import (
+    BudgetInfeasibleError,
+    ContextLengthError,
+    PermissionDeniedError,
+    UnknownModelError,
+    UnmetBudget,
+)
 from router.latency import LatencyModel
 from router.types import (
     Budget,
@@ -79,17 +85,40 @@ class Router:
                quality: Mapping[str, float]) -> Decision:
         if req.pinned_model is not None:
             return self._pinned(req, loads, quality)
+        return self._choose(req, loads, quality, exclude=frozenset())
+
+    def fallback(self, req: RouteRequest, loads: Mapping[str, ModelLoad], quality: Mapping[str, float],
+                 failed: frozenset[str]) -> Decision | None:
+        """The next model after ``failed`` ones erred, budgets re-checked; None when none is left."""
+        allowed = set(req.allowed_models or self._cards) - failed
+        if req.pinned_model is not None or not allowed:
+            return None
+        try:
+            d = self._choose(req, loads, quality, exclude=failed)
+        except (BudgetInfeasibleError, ContextLengthError):
+            return None
+        why = f"failed over from {', '.join(sorted(failed))}: {d.explanation}"
+        return Decision(model=d.model, reason=RouteReason.FALLBACK, explanation=why, prediction=d.prediction,
+                        budget_met=d.budget_met, unmet=d.unmet, candidates=d.candidates)
+
+    def _choose(self, req: RouteRequest, loads: Mapping[str, ModelLoad], quality: Mapping[str, float],
+                exclude: frozenset[str]) -> Decision:
+        names = [n for n in self._cards if n not in exclude and (req.allowed_models is None
+                                                                  or n in req.allowed_models)]
         preds = tuple(
             self.predict(req, name, loads.get(name), quality.get(name, self._cards[name].prior_quality))
-            for name in self._cards
+            for name in names
             if loads.get(name, ModelLoad()).healthy
         )
         if not preds:
-            # every model is marked down: still try the cheapest, failover will handle errors
+            # every eligible model is marked down: still try them, failover handles the errors
             preds = tuple(
                 self.predict(req, name, loads.get(name), quality.get(name, self._cards[name].prior_quality))
-                for name in self._cards
+                for name in names
             )
+        if not preds:
+            raise PermissionDeniedError("this API key may not use any model in the pool", param="model",
+                                        code="model_not_allowed")
         fitting = [p for p in preds if p.fits_context]
         if not fitting:
             longest = max(self._cards.values(), key=lambda c: c.context_length)
@@ -121,6 +150,10 @@ class Router:
         name = req.pinned_model
         assert name is not None
         card = self.card(name)
+        if req.allowed_models is not None and name not in req.allowed_models:
+            raise PermissionDeniedError(f"this API key may not use model {name!r}; allowed: "
+                                        f"{', '.join(sorted(req.allowed_models))}", param="model",
+                                        code="model_not_allowed")
         pred = self.predict(req, name, loads.get(name), quality.get(name, card.prior_quality))
         if not pred.fits_context:
             raise ContextLengthError(

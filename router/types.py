@@ -84,6 +84,7 @@ class RouteRequest:
     budget: Budget = field(default_factory=Budget)
     pinned_model: str | None = None
     task: str | None = None
+    allowed_models: frozenset[str] | None = None  # None: every pool model (an API key may narrow it)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import abc
 from collections.abc import AsyncIterator
 from typing import Any
 
+from router.errors import EngineError, OverloadedError, TiergateError
 from serve.engines.base import Chunk, Engine, EngineHealth, EngineLoad, GenerationRequest
 
 
@@ -42,6 +43,23 @@ class EngineClient(ModelClient):
         return self.engine.load()
 
 
+def _translate(err: Exception) -> Exception:
+    """Ray's errors as tiergate's: the replica's own TiergateError, overload, or an engine failure."""
+    from ray.exceptions import RayTaskError
+    from ray.serve.exceptions import BackPressureError
+
+    if isinstance(err, TiergateError):
+        return err
+    if isinstance(err, RayTaskError):
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, TiergateError):
+            return cause
+        return EngineError(f"model replica failed: {type(cause).__name__ if cause else 'error'}: {cause}")
+    if isinstance(err, BackPressureError):
+        return OverloadedError("the model's queue is full", retry_after_s=1.0)
+    return EngineError(f"model replica unavailable: {type(err).__name__}: {err}")
+
+
 class HandleClient(ModelClient):
     """A model deployment behind a Ray Serve ``DeploymentHandle``."""
 
@@ -54,6 +72,8 @@ class HandleClient(ModelClient):
         try:
             async for chunk in gen:
                 yield chunk
+        except Exception as err:  # noqa: BLE001 - translated into tiergate's exception tree
+            raise _translate(err) from None
         finally:
             # the caller stopped early (client went away, deadline): cancel on the replica
             gen.cancel()

@@ -126,6 +126,21 @@ class LimitsConfig(Frozen):
     request_timeout_s: float = Field(default=120.0, gt=0)
 
 
+class AuthConfig(Frozen):
+    """API keys. On unless a pool says ``enabled: false`` explicitly (the gateway then warns loudly)."""
+
+    enabled: bool = True
+    keys_file: str | None = Field(default=None, description="YAML/JSON file of keys; env TIERGATE_API_KEYS_FILE "
+                                  "overrides it, env TIERGATE_API_KEYS holds keys inline")
+
+
+class FailoverConfig(Frozen):
+    max_retries: int = Field(default=1, ge=0, le=5, description="other models tried after a failure")
+    first_token_timeout_s: float = Field(default=60.0, gt=0, description="a model silent this long has failed")
+    breaker_failures: int = Field(default=5, ge=1, description="consecutive failures that open a model's circuit")
+    breaker_reset_s: float = Field(default=10.0, gt=0, description="seconds before an open circuit is probed")
+
+
 class PoolConfig(Frozen):
     name: str
     models: tuple[ModelConfig, ...] = Field(min_length=1)
@@ -133,6 +148,8 @@ class PoolConfig(Frozen):
     limits: LimitsConfig = LimitsConfig()
     quality_profile: str | None = Field(default=None, description="path to a calibrated profile")
     ingress_replicas: int = Field(default=1, ge=1)
+    auth: AuthConfig = AuthConfig()
+    failover: FailoverConfig = FailoverConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> PoolConfig:

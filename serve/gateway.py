@@ -19,7 +19,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from router import Budget, Decision, LatencyModel, ModelLoad, Observation, RouteRequest, Router, merge_budget
-from router.errors import DeadlineExceededError, EngineError, InvalidRequestError, TiergateError
+from router.admission import Capacity, Priority, admit
+from router.breaker import BreakerPolicy, CircuitBreakers
+from router.errors import (
+    DeadlineExceededError,
+    EngineError,
+    InvalidRequestError,
+    OverloadedError,
+    TiergateError,
+)
 from router.quality import QualityPredictor
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest, RoutingOptions
 from serve.clients import ModelClient
@@ -95,6 +103,11 @@ class Call:
     started: float
     deadline: float
     decision_s: float
+    route_request: RouteRequest | None = None
+    quality: dict[str, float] = field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    key_name: str = ""
+    failovers: list[str] = field(default_factory=list)
     route_class: str = ""
     # filled in while running
     ttft_s: float | None = None
@@ -130,17 +143,24 @@ class Gateway:
         self.defaults = pool.routing.budget()
         self.in_flight: dict[str, int] = {m.name: 0 for m in pool.models}
         self.healthy: dict[str, bool] = {m.name: True for m in pool.models}
+        fo = pool.failover
+        self.breakers = CircuitBreakers(self.in_flight, BreakerPolicy(fo.breaker_failures, fo.breaker_reset_s), clock)
+        self.capacity = {m.name: Capacity(slots=m.replicas * m.max_ongoing_requests,
+                                          queue=m.replicas * max(0, m.max_queued_requests)) for m in pool.models}
+        self.failover_count: dict[tuple[str, str], int] = {}
         self._max_price = max(pool.models, key=lambda m: m.price.output_per_mtok + m.price.input_per_mtok)
 
     # ------------------------------------------------------------------ routing
     def loads(self) -> dict[str, ModelLoad]:
-        return {n: ModelLoad(in_flight=self.in_flight[n], healthy=self.healthy[n]) for n in self.in_flight}
+        return {n: ModelLoad(in_flight=self.in_flight[n], healthy=self.healthy[n] and self.breakers.allows(n))
+                for n in self.in_flight}
 
     async def predict_quality(self, text: str) -> dict[str, float]:
         return (await asyncio.to_thread(self.quality.predict, [text]))[0]
 
     async def route(self, endpoint: str, req: ChatCompletionRequest | CompletionRequest,
-                    headers: Mapping[str, str]) -> Call:
+                    headers: Mapping[str, str], *, allowed_models: frozenset[str] | None = None,
+                    priority: Priority = Priority.NORMAL, key_name: str = "") -> Call:
         t0 = self.clock()
         limits = self.pool.limits
         max_tokens = req.requested_max_tokens()
@@ -155,16 +175,32 @@ class Gateway:
         text = routing_text(req)
         quality = await self.predict_quality(text) if pinned is None or budget.min_quality else {}
         route_req = RouteRequest(prompt=text, prompt_tokens=estimate_tokens(text), max_tokens=max_tokens,
-                                 budget=budget, pinned_model=pinned)
-        decision = self.router.decide(route_req, self.loads(), quality)
+                                 budget=budget, pinned_model=pinned, allowed_models=allowed_models)
+        decision = self._admit(self.router.decide(route_req, self.loads(), quality), priority)
         generation = self._generation(req, max_tokens)
         now = self.clock()
         return Call(
             request_id=("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex[:24],
             endpoint=endpoint, requested_model=req.model, decision=decision, generation=generation,
             budget=budget, stream=req.stream, include_usage=req.include_usage(), created=int(time.time()),
-            started=t0, deadline=t0 + limits.request_timeout_s, decision_s=now - t0,
+            started=t0, deadline=t0 + limits.request_timeout_s, decision_s=now - t0, route_request=route_req,
+            quality=quality, priority=priority, key_name=key_name,
         )
+
+    def _admit(self, decision: Decision, priority: Priority) -> Decision:
+        """Admission control: the router's choice if it has room, else the next feasible model that has."""
+        order = [decision.model]
+        if decision.reason.value != "pinned":
+            rest = sorted((c for c in decision.candidates if c.model != decision.model and c.fits_context
+                           and (c.feasible or not decision.budget_met)), key=lambda c: (c.cost_usd, c.model))
+            order += [c.model for c in rest]
+        chosen = admit(order, self.in_flight, self.capacity, priority,
+                       {m: self.latency.mean_service_ms(m) for m in order})
+        if chosen == decision.model:
+            return decision
+        pred = next(c for c in decision.candidates if c.model == chosen)
+        return Decision(model=chosen, reason=decision.reason, prediction=pred, budget_met=pred.feasible,
+                        explanation=f"{decision.model} is saturated; {chosen} has room", candidates=decision.candidates)
 
     @staticmethod
     def _generation(req: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> GenerationRequest:
@@ -182,28 +218,21 @@ class Gateway:
 
     # ------------------------------------------------------------------ running
     async def run(self, call: Call) -> AsyncIterator[Chunk]:
-        """Stream the chosen model's chunks; always records the request, whatever happens."""
-        model = call.model
-        ahead = self.in_flight[model]
-        self.in_flight[model] += 1
-        stream = self.clients[model].stream(call.generation)
+        """Stream the chosen model's chunks, failing over before the first token; always records."""
         try:
             while True:
-                remaining = call.deadline - self.clock()
-                if remaining <= 0:
-                    raise DeadlineExceededError(
-                        f"request exceeded its {self.pool.limits.request_timeout_s:g}s deadline and was cancelled",
-                        code="deadline_exceeded")
+                model = call.model
                 try:
-                    chunk = await asyncio.wait_for(stream.__anext__(), timeout=remaining)
-                except StopAsyncIteration:
-                    break
-                except asyncio.TimeoutError:
-                    raise DeadlineExceededError(
-                        f"request exceeded its {self.pool.limits.request_timeout_s:g}s deadline and was cancelled",
-                        code="deadline_exceeded") from None
-                self._account(call, chunk)
-                yield chunk
+                    async for chunk in self._attempt(call, model):
+                        yield chunk
+                    return
+                except _Failover as fo:
+                    nxt = self._next_model(call, model)
+                    if nxt is None:
+                        raise fo.error from None
+                    self.failover_count[(model, nxt.model)] = self.failover_count.get((model, nxt.model), 0) + 1
+                    call.failovers.append(model)
+                    call.decision = nxt
         except TiergateError as err:
             call.status, call.error_type = _status_of(err), type(err).__name__
             call.finish_reason = call.finish_reason or "error"
@@ -211,15 +240,69 @@ class Gateway:
         except (asyncio.CancelledError, GeneratorExit):
             call.status, call.error_type, call.finish_reason = 499, "ClientDisconnected", "cancelled"
             raise
-        except Exception as err:  # noqa: BLE001 - an engine or transport failure
+        except Exception as err:  # noqa: BLE001 - an unexpected failure: still a clean error
             call.status, call.error_type, call.finish_reason = 502, type(err).__name__, "error"
-            raise EngineError(f"model {model} failed: {err}") from err
+            raise EngineError(f"model {call.model} failed: {type(err).__name__}") from err
+        finally:
+            call.e2e_s = self.clock() - call.started
+            self.sink(self.record(call))
+
+    def _next_model(self, call: Call, failed: str) -> Decision | None:
+        if len(call.failovers) >= self.pool.failover.max_retries or call.route_request is None:
+            return None
+        tried = frozenset([*call.failovers, failed])
+        return self.router.fallback(call.route_request, self.loads(), call.quality, tried)
+
+    async def _attempt(self, call: Call, model: str) -> AsyncIterator[Chunk]:
+        """One model's try. Failures before its first chunk raise _Failover; later ones propagate."""
+        ahead = self.in_flight[model]
+        self.in_flight[model] += 1
+        self.breakers.on_attempt(model)
+        stream = self.clients[model].stream(call.generation)
+        first_timeout = self.pool.failover.first_token_timeout_s
+        started = False
+        try:
+            while True:
+                remaining = call.deadline - self.clock()
+                wait = remaining if started else min(remaining, first_timeout)
+                if remaining <= 0:
+                    raise self._deadline()
+                try:
+                    chunk = await asyncio.wait_for(stream.__anext__(), timeout=wait)
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    if call.deadline - self.clock() <= 0:
+                        raise self._deadline() from None
+                    raise EngineError(f"model {model} sent no token within {first_timeout:g}s",
+                                      code="first_token_timeout") from None
+                started = True
+                self._account(call, chunk)
+                yield chunk
+        except (EngineError, OverloadedError) as err:
+            self.breakers.on_failure(model)
+            if started:
+                raise
+            raise _Failover(err) from None
+        except (TiergateError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as err:  # noqa: BLE001 - transport failure (replica died, ...): fail over
+            self.breakers.on_failure(model)
+            wrapped = EngineError(f"model {model} failed: {type(err).__name__}: {err}")
+            if started:
+                raise wrapped from err
+            raise _Failover(wrapped) from None
+        else:
+            self.breakers.on_success(model)
+            self._learn(call, ahead)
         finally:
             await stream.aclose()
             self.in_flight[model] -= 1
-            call.e2e_s = self.clock() - call.started
-            self._learn(call, ahead)
-            self.sink(self.record(call))
+
+    def _deadline(self) -> DeadlineExceededError:
+        return DeadlineExceededError(
+            f"request exceeded its {self.pool.limits.request_timeout_s:g}s deadline and was cancelled",
+            code="deadline_exceeded")
 
     def _account(self, call: Call, chunk: Chunk) -> None:
         if call.ttft_s is None and (chunk.text or chunk.finish_reason):
@@ -234,11 +317,12 @@ class Gateway:
             call.finish_reason = chunk.finish_reason
 
     def _learn(self, call: Call, ahead: int) -> None:
-        if call.status != 200 or call.ttft_s is None or call.e2e_s is None:
-            return
+        if call.status != 200 or call.ttft_s is None or call.failovers:
+            return  # a failed-over request's timings include the failed attempt
+        e2e_s = self.clock() - call.started
         self.latency.observe(call.model, Observation(
             prompt_tokens=call.prompt_tokens, output_tokens=call.completion_tokens,
-            ttft_ms=call.ttft_s * 1000, e2e_ms=call.e2e_s * 1000, ahead_at_start=ahead))
+            ttft_ms=call.ttft_s * 1000, e2e_ms=e2e_s * 1000, ahead_at_start=ahead))
 
     # ------------------------------------------------------------------ accounting
     def cost(self, call: Call) -> float:
@@ -275,8 +359,16 @@ class Gateway:
             budget_latency_met=outcome["latency"], budget_quality_met=outcome["quality"],
             budget_cost_met=outcome["cost"], finish_reason=call.finish_reason,
             mean_logprob=self.mean_logprob(call), empty_output=call.status == 200 and call.text_len == 0,
-            decision_s=call.decision_s,
+            decision_s=call.decision_s, key_name=call.key_name, failovers=tuple(call.failovers),
         )
+
+
+class _Failover(Exception):
+    """A model failed before its first token: try the next one."""
+
+    def __init__(self, error: TiergateError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _status_of(err: TiergateError) -> int:

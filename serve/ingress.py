@@ -18,15 +18,18 @@ from pydantic import BaseModel, ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from router.admission import Priority
 from router.errors import InvalidRequestError, RequestTooLargeError, TiergateError
 from router.quality import PriorQuality, QualityPredictor
 from serve.api import responses as R
 from serve.api.errors import HttpError, from_exception
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest, error_body
+from serve.auth import ANONYMOUS, ApiKey, Authenticator, load_keys
 from serve.clients import HandleClient, ModelClient
 from serve.config import PoolConfig
 from serve.engines.base import Chunk
-from serve.gateway import Call, Gateway
+from serve.gateway import Call, Gateway, estimate_tokens, routing_text
+from serve.quotas import Quotas
 from serve.telemetry.records import RequestRecord
 
 log = logging.getLogger("tiergate.ingress")
@@ -80,11 +83,13 @@ class IngressCore:
     health_interval_s = 2.0
 
     def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
-                 telemetry: Any = None) -> None:
+                 telemetry: Any = None, authenticator: Authenticator | None = None) -> None:
         self.pool = pool
         self._buffer: list[RequestRecord] = []
         self.telemetry = telemetry
         self.gateway = Gateway(pool, clients, quality, self._buffer.append)
+        self.auth = authenticator if authenticator is not None else Authenticator(load_keys(pool.auth))
+        self.quotas = Quotas()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start_background(self) -> None:
@@ -98,7 +103,8 @@ class IngressCore:
         batch, self._buffer[:] = list(self._buffer), []
         if batch:
             await self.telemetry.record.remote(batch)
-        await self.telemetry.set_in_flight.remote(dict(self.gateway.in_flight))
+        circuit = {m: st.value != "closed" for m, st in self.gateway.breakers.states().items()}
+        await self.telemetry.set_gauges.remote(dict(self.gateway.in_flight), circuit)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -133,12 +139,19 @@ class IngressCore:
 
     # ------------------------------------------------------------------ requests
     async def handle(self, endpoint: str, request: Request, model: type[BaseModel]) -> Response:
+        key: ApiKey = ANONYMOUS
         try:
+            key = self.auth.authenticate(request.headers)
             data = await read_json(request, self.pool.limits.max_body_bytes)
             body = model.model_validate(data)
-            call = await self.gateway.route(endpoint, body, request.headers)  # type: ignore[arg-type]
+            size = estimate_tokens(routing_text(body)) + (body.requested_max_tokens()  # type: ignore[attr-defined]
+                                                          or self.pool.limits.default_max_tokens)
+            await self.quotas.admit(key, size)
+            call = await self.gateway.route(endpoint, body, request.headers,  # type: ignore[arg-type]
+                                            allowed_models=key.allowed_models(),
+                                            priority=self._priority(key, request.headers), key_name=key.name)
         except (TiergateError, ValidationError) as err:
-            return self._reject(endpoint, err)
+            return self._reject(endpoint, err, key)
         stream = self.gateway.run(call)
         try:
             first = await stream.__anext__()
@@ -147,7 +160,7 @@ class IngressCore:
         except TiergateError as err:
             return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
         if call.stream:
-            return StreamingResponse(self._sse(call, first, stream), media_type="text/event-stream",
+            return StreamingResponse(self._sse(call, first, stream, key), media_type="text/event-stream",
                                      headers={**R.decision_headers(self.gateway, call, final=False),
                                               "cache-control": "no-cache"})
         chunks = [first]
@@ -156,16 +169,37 @@ class IngressCore:
                 chunks.append(chunk)
         except TiergateError as err:
             return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
+        finally:
+            self._charge(key, call)
         return JSONResponse(R.full_body(self.gateway, call, chunks),
                             headers=R.decision_headers(self.gateway, call, final=True))
 
-    def _reject(self, endpoint: str, err: Exception) -> JSONResponse:
+    def _priority(self, key: ApiKey, headers: Mapping[str, str]) -> Priority:
+        """The key's priority class; the x-tiergate-priority header may lower it, never raise it."""
+        raw = headers.get("x-tiergate-priority")
+        if raw is None:
+            return key.priority
+        try:
+            asked = Priority(raw.strip().lower())
+        except ValueError:
+            raise InvalidRequestError("x-tiergate-priority must be one of high, normal, low",
+                                      param="x-tiergate-priority") from None
+        rank = [Priority.LOW, Priority.NORMAL, Priority.HIGH]
+        return min(asked, key.priority, key=rank.index)
+
+    def _charge(self, key: ApiKey, call: Call) -> None:
+        tokens = call.prompt_tokens + call.completion_tokens
+        if tokens and key is not ANONYMOUS:
+            asyncio.get_event_loop().create_task(self.quotas.charge_tokens(key, tokens))
+
+    def _reject(self, endpoint: str, err: Exception, key: ApiKey = ANONYMOUS) -> JSONResponse:
         http = from_exception(err)
         self._buffer.append(RequestRecord(endpoint=endpoint, requested_model="", model="", route_reason="none",
-                                          status=http.status, error_type=type(err).__name__))
+                                          status=http.status, error_type=type(err).__name__,
+                                          key_name="" if key is ANONYMOUS else key.name))
         return _error_response(http)
 
-    async def _sse(self, call: Call, first: Chunk, stream: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
+    async def _sse(self, call: Call, first: Chunk, stream: AsyncIterator[Chunk], key: ApiKey) -> AsyncIterator[bytes]:
         try:
             event = R.stream_event(call, first, True)
             if event:
@@ -181,6 +215,8 @@ class IngressCore:
         except Exception as err:  # noqa: BLE001 - never truncate silently: end with an error event
             log.exception("stream failed")
             yield R.sse(error_body(f"stream failed: {type(err).__name__}", "server_error", None, "stream_error"))
+        finally:
+            self._charge(key, call)
         yield R.sse("[DONE]")
 
     def models(self) -> dict[str, Any]:
@@ -232,8 +268,12 @@ class Ingress:
         return await self.core.handle("completions", request, CompletionRequest)
 
     @app.get("/v1/models")
-    async def list_models(self) -> dict[str, Any]:
-        return self.core.models()
+    async def list_models(self, request: Request) -> Response:
+        try:
+            self.core.auth.authenticate(request.headers)
+        except TiergateError as err:
+            return _error_response(from_exception(err))
+        return JSONResponse(self.core.models())
 
     @app.get("/health")
     async def health(self) -> JSONResponse:

@@ -65,6 +65,7 @@ def decision_headers(gw: Gateway, call: Call, *, final: bool) -> dict[str, str]:
         "x-tiergate-cost-usd": f"{cost:.10f}",
         "x-tiergate-budget-met": "true" if met else "false",
         "x-tiergate-request-id": call.request_id,
+        **({"x-tiergate-failover": ",".join(call.failovers)} if call.failovers else {}),
     }
 
 

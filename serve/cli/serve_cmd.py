@@ -61,7 +61,13 @@ def wait_ready(base: str, timeout: float, out=sys.stdout) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from serve.config import load_pool
+
+    pool = load_pool(args.pool)
     print(f"tiergate: starting Ray Serve with pool {args.pool}", flush=True)
+    if not pool.auth.enabled:
+        print("tiergate: WARNING: authentication is DISABLED by this pool's config (auth.enabled: false): anyone "
+              f"who can reach {args.host}:{args.port} can use every model", file=sys.stderr, flush=True)
     start(args.pool, args.host, args.port, args.num_cpus)
     base = f"http://{args.host}:{args.port}"
     if not wait_ready(base, args.ready_timeout):

@@ -56,14 +56,26 @@ class GatewayMetrics:
                                ["model"], registry=r)
         self.model_ready = Gauge(f"{PREFIX}_model_ready", "1 when the model's deployment is healthy.",
                                  ["model"], registry=r)
+        self.key_requests = Counter(f"{PREFIX}_key_requests", "Requests per API key name (never the key itself) "
+                                    "and status; 429s are quota or admission rejections.", ["key", "status"],
+                                    registry=r)
+        self.failovers = Counter(f"{PREFIX}_failovers", "Requests moved to another model after a failure "
+                                 "before the first token.", ["from_model", "to_model"], registry=r)
+        self.circuit_open = Gauge(f"{PREFIX}_circuit_open", "1 while a model's circuit breaker is open or "
+                                  "half-open.", ["model"], registry=r)
         self.finish = Counter(f"{PREFIX}_finish_reason", "Answers by finish reason (stop, length, cancelled, error).",
                               ["model", "finish_reason"], registry=r)
 
     def observe(self, rec: RequestRecord) -> None:
         model = rec.model or "none"
         self.requests.labels(rec.endpoint, rec.requested_model, model, rec.route_reason, str(rec.status)).inc()
+        if rec.key_name:
+            self.key_requests.labels(rec.key_name, str(rec.status)).inc()
         if rec.status >= 400:
             self.errors.labels(model, rec.error_type or "error", str(rec.status)).inc()
+        for i, failed in enumerate(rec.failovers):
+            to = rec.failovers[i + 1] if i + 1 < len(rec.failovers) else model
+            self.failovers.labels(failed, to).inc()
         if rec.decision_s is not None:
             self.decision.observe(rec.decision_s)
         if not rec.model:

@@ -37,4 +37,5 @@ class RequestRecord:
     empty_output: bool = False
     refused: bool = False
     decision_s: float | None = None
+    failovers: tuple[str, ...] = ()  # models that failed before this one answered
     prompt_embedding: tuple[float, ...] = field(default=(), repr=False)

@@ -27,9 +27,11 @@ class TelemetryCollector:
         for model, ok in ready.items():
             self.metrics.model_ready.labels(model).set(1.0 if ok else 0.0)
 
-    def set_in_flight(self, in_flight: dict[str, int]) -> None:
+    def set_gauges(self, in_flight: dict[str, int], circuit_open: dict[str, bool]) -> None:
         for model, n in in_flight.items():
             self.metrics.in_flight.labels(model).set(n)
+        for model, is_open in circuit_open.items():
+            self.metrics.circuit_open.labels(model).set(1.0 if is_open else 0.0)
 
     def render(self) -> bytes:
         return self.metrics.render()

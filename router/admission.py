@@ -1,0 +1,56 @@
+"""Admission control: shed early, by priority, when the eligible models are saturated.
+
+Each model's capacity is what its replicas hold at once (running plus queued). A request of a
+given priority class is admitted to a model only while that model's in-flight count is below
+its class's share of the capacity, so low-priority traffic is shed first and high-priority
+traffic keeps headroom. When no eligible model admits the request, the caller gets a
+``Retry-After`` from the expected time for one queue slot to free up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from router.errors import OverloadedError
+
+
+class Priority(str, Enum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+SHARE = {Priority.HIGH: 1.0, Priority.NORMAL: 0.85, Priority.LOW: 0.5}
+
+
+@dataclass(frozen=True)
+class Capacity:
+    slots: int  # requests served at once across replicas
+    queue: int  # requests that may wait across replicas
+
+    @property
+    def total(self) -> int:
+        return self.slots + self.queue
+
+
+def admits(in_flight: int, cap: Capacity, priority: Priority) -> bool:
+    return in_flight < max(1, int(cap.total * SHARE[priority]))
+
+
+def admit(order: Sequence[str], in_flight: Mapping[str, int], capacity: Mapping[str, Capacity],
+          priority: Priority, service_ms: Mapping[str, float]) -> str:
+    """The first model of ``order`` (the router's preference) that admits the request.
+
+    Raises OverloadedError with a retry hint when none does.
+    """
+    for model in order:
+        if admits(in_flight.get(model, 0), capacity[model], priority):
+            return model
+    # time for one slot of the least loaded eligible model to free up
+    waits = [service_ms.get(m, 1000.0) / max(1, capacity[m].slots) for m in order] or [1000.0]
+    raise OverloadedError(
+        f"every eligible model is saturated for {priority.value}-priority requests; retry later",
+        retry_after_s=max(1.0, min(waits) / 1000.0),
+    )
