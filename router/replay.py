@@ -8,9 +8,10 @@ across a tied group; so the constant-score policy is exactly the ``random`` base
 ``apgr`` is 0.5.
 
 For N > 2 models a policy is a matrix of predicted P(acceptable) per prompt and model; the
-router's own rule (cheapest model whose prediction reaches a threshold, else the best
-predicted) is swept over thresholds into a cost-quality curve whose area is normalised the
-same way (0 = cheapest model alone, 1 = most expensive model alone, random mixing = 0.5).
+rule "maximise P(acceptable) - cost / price" is swept over the price into a cost-quality
+curve whose area is normalised the same way (0 = the cheapest model's quality, 1 = the most
+expensive model's, random mixing of those two = 0.5). With two models that rule is the
+ranking by predicted gain used for ``apgr``.
 """
 
 from __future__ import annotations
@@ -137,25 +138,30 @@ def expected_calibration_error(pred: Sequence[float] | np.ndarray, outcome: Sequ
 
 
 # ----------------------------------------------------------------------------- N models
-def threshold_choices(pred: np.ndarray, costs: np.ndarray, threshold: float) -> np.ndarray:
-    """The router's rule per prompt: the cheapest model predicted >= threshold, else the best predicted.
+def utility_choices(pred: np.ndarray, costs: np.ndarray, price_of_quality: float) -> np.ndarray:
+    """Per prompt, the model maximising P(acceptable) - cost / price_of_quality (ties: cheaper).
 
-    Columns must be in ascending cost order, so index ties resolve to the cheaper model.
+    ``price_of_quality`` is what one unit of quality is worth in cost units: 0 picks the
+    cheapest model, infinity the best predicted one. With two models this routes to the
+    strong model exactly when its predicted gain P_strong - P_weak exceeds the cost gap over
+    ``price_of_quality``, i.e. it ranks prompts by predicted gain.
     """
-    feasible = pred >= threshold
-    any_ok = feasible.any(axis=1)
-    cheapest_ok = np.argmax(feasible, axis=1)  # first True = cheapest, columns sorted by cost
-    best = np.argmax(pred, axis=1)
-    return np.where(any_ok, cheapest_ok, best)
+    if price_of_quality <= 0:
+        return np.zeros(pred.shape[0], dtype=int)
+    if np.isinf(price_of_quality):
+        utility = pred
+    else:
+        utility = pred - costs[None, :] / price_of_quality
+    return np.argmax(utility, axis=1)  # first maximum = cheapest, columns sorted by cost
 
 
 def cost_quality_curve(pred: np.ndarray, outcomes: np.ndarray, costs: Sequence[float] | np.ndarray,
-                       thresholds: int = 201) -> Curve:
-    """Quality against normalised mean cost, sweeping the router's threshold rule.
+                       steps: int = 241) -> Curve:
+    """Quality against normalised mean cost, sweeping :func:`utility_choices` over its price.
 
     ``pred`` and ``outcomes`` are (prompts, models) with columns in ascending cost. The curve
-    is the upper envelope (mixing two operating points randomly reaches any point between
-    them), from the cheapest model alone (x=0) to the most expensive alone (x=1).
+    is the upper envelope of the operating points (mixing two of them at random reaches any
+    point between), from the cheapest model alone (x=0) to the most expensive alone (x=1).
     """
     p = np.asarray(pred, dtype=float)
     y = np.asarray(outcomes, dtype=float)
@@ -167,13 +173,14 @@ def cost_quality_curve(pred: np.ndarray, outcomes: np.ndarray, costs: Sequence[f
     span = c[-1] - c[0]
     if span <= 0:
         raise ValueError("the most expensive model must cost more than the cheapest")
+    cn = (c - c[0]) / span
     rows = np.arange(p.shape[0])
-    ts = np.unique(np.concatenate((np.quantile(p, np.linspace(0, 1, thresholds)), [np.inf])))
+    prices = np.concatenate(([0.0], np.geomspace(1e-3, 1e4, steps), [np.inf]))
     xs = [0.0, 1.0]
     qs = [float(y[:, 0].mean()), float(y[:, -1].mean())]
-    for t in ts:
-        choice = threshold_choices(p, c, float(t))
-        xs.append(float((c[choice].mean() - c[0]) / span))
+    for price in prices:
+        choice = utility_choices(p, cn, float(price))
+        xs.append(float(cn[choice].mean()))
         qs.append(float(y[rows, choice].mean()))
     return _upper_envelope(np.array(xs), np.array(qs))
 

@@ -1,0 +1,86 @@
+"""Cascading: answer with the cheap model, escalate when it is not confident enough.
+
+The cheap model's confidence is the mean log-probability of the tokens it generated. A
+calibrated threshold per model says below which confidence its answers are not good enough:
+:func:`calibrate_threshold` picks, from labelled answers, the lowest threshold at which the
+answers kept (confidence >= threshold) reach a target quality, so the cascade keeps as many
+cheap answers as it can. Pure logic, no I/O; the ingress runs the calls and charges both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from router.quality.profile import CascadeThreshold
+from router.types import Decision, RouteReason
+
+ALWAYS_ESCALATE = 1.0  # above any log-probability: every answer escalates
+
+
+def mean_logprob(logprobs: Sequence[float]) -> float | None:
+    """Mean token log-probability of an answer; None for an empty answer."""
+    values = [float(v) for v in logprobs if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def should_escalate(confidence: float | None, threshold: float) -> bool:
+    """Escalate an answer whose mean token logprob is below ``threshold`` (or that is empty)."""
+    return confidence is None or confidence < threshold
+
+
+def calibrate_threshold(model: str, confidence: Sequence[float], quality: Sequence[float],
+                        target_quality: float) -> CascadeThreshold:
+    """The lowest threshold whose kept answers have mean quality >= ``target_quality``.
+
+    ``confidence`` is each labelled answer's mean token logprob, ``quality`` its score in
+    [0, 1]. When no threshold reaches the target, every answer escalates.
+    """
+    conf = np.asarray(confidence, dtype=float)
+    q = np.asarray(quality, dtype=float)
+    if conf.size == 0 or conf.size != q.size:
+        raise ValueError("confidence and quality must be non-empty and of equal length")
+    if not 0.0 <= target_quality <= 1.0:
+        raise ValueError(f"target_quality must be in [0, 1], got {target_quality}")
+    order = np.argsort(-conf, kind="stable")
+    c_sorted, q_sorted = conf[order], q[order]
+    kept_mean = np.cumsum(q_sorted) / np.arange(1, conf.size + 1)  # keep the top-k by confidence
+    # only cut between distinct confidences: keep whole tied groups
+    ends = np.append(np.nonzero(np.diff(c_sorted))[0], conf.size - 1)
+    ok = ends[kept_mean[ends] >= target_quality - 1e-12]
+    if ok.size == 0:
+        return CascadeThreshold(model=model, threshold=ALWAYS_ESCALATE, target_quality=target_quality,
+                                kept_quality=0.0, escalation_rate=1.0, n=int(conf.size))
+    last = int(ok.max())  # the most answers kept while the target holds
+    kept = last + 1
+    return CascadeThreshold(model=model, threshold=float(c_sorted[last]), target_quality=target_quality,
+                            kept_quality=float(kept_mean[last]), escalation_rate=1.0 - kept / conf.size,
+                            n=int(conf.size))
+
+
+def escalation_target(decision: Decision) -> str | None:
+    """The candidate with the highest predicted quality above the chosen model's, if any."""
+    chosen = decision.prediction
+    better = [p for p in decision.candidates
+              if p.model != chosen.model and p.fits_context and p.quality > chosen.quality]
+    if not better:
+        return None
+    return max(better, key=lambda p: (p.quality, -p.cost_usd, p.model)).model
+
+
+def with_cascade(decision: Decision, thresholds: Mapping[str, float]) -> Decision:
+    """Mark ``decision`` for escalation when its model has a threshold and a better model exists.
+
+    Pinned requests are never cascaded. The returned decision keeps its model and reason and
+    carries ``escalate_to`` / ``escalate_below_confidence`` for the ingress to act on.
+    """
+    if decision.reason is RouteReason.PINNED or decision.model not in thresholds:
+        return decision
+    target = escalation_target(decision)
+    if target is None:
+        return decision
+    return dataclasses.replace(decision, escalate_to=target,
+                               escalate_below_confidence=float(thresholds[decision.model]))
