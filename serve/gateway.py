@@ -108,6 +108,7 @@ class Call:
     priority: Priority = Priority.NORMAL
     key_name: str = ""
     failovers: list[str] = field(default_factory=list)
+    reserved: bool = False  # admission already counted this call in its model's in-flight
     route_class: str = ""
     # filled in while running
     ttft_s: float | None = None
@@ -176,19 +177,23 @@ class Gateway:
         quality = await self.predict_quality(text) if pinned is None or budget.min_quality else {}
         route_req = RouteRequest(prompt=text, prompt_tokens=estimate_tokens(text), max_tokens=max_tokens,
                                  budget=budget, pinned_model=pinned, allowed_models=allowed_models)
-        decision = self._admit(self.router.decide(route_req, self.loads(), quality), priority)
         generation = self._generation(req, max_tokens)
+        decision = self._admit(self.router.decide(route_req, self.loads(), quality), priority)
         now = self.clock()
         return Call(
             request_id=("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex[:24],
             endpoint=endpoint, requested_model=req.model, decision=decision, generation=generation,
             budget=budget, stream=req.stream, include_usage=req.include_usage(), created=int(time.time()),
             started=t0, deadline=t0 + limits.request_timeout_s, decision_s=now - t0, route_request=route_req,
-            quality=quality, priority=priority, key_name=key_name,
+            quality=quality, priority=priority, key_name=key_name, reserved=True,
         )
 
     def _admit(self, decision: Decision, priority: Priority) -> Decision:
-        """Admission control: the router's choice if it has room, else the next feasible model that has."""
+        """Admission control: the router's choice if it has room, else the next feasible model that has.
+
+        The admitted model's in-flight count is taken here, with no await in between, so concurrent
+        requests cannot all pass admission before any of them is counted.
+        """
         order = [decision.model]
         if decision.reason.value != "pinned":
             rest = sorted((c for c in decision.candidates if c.model != decision.model and c.fits_context
@@ -196,6 +201,7 @@ class Gateway:
             order += [c.model for c in rest]
         chosen = admit(order, self.in_flight, self.capacity, priority,
                        {m: self.latency.mean_service_ms(m) for m in order})
+        self.in_flight[chosen] += 1
         if chosen == decision.model:
             return decision
         pred = next(c for c in decision.candidates if c.model == chosen)
@@ -255,8 +261,11 @@ class Gateway:
 
     async def _attempt(self, call: Call, model: str) -> AsyncIterator[Chunk]:
         """One model's try. Failures before its first chunk raise _Failover; later ones propagate."""
-        ahead = self.in_flight[model]
-        self.in_flight[model] += 1
+        if call.reserved:
+            call.reserved = False
+        else:
+            self.in_flight[model] += 1
+        ahead = self.in_flight[model] - 1
         self.breakers.on_attempt(model)
         stream = self.clients[model].stream(call.generation)
         first_timeout = self.pool.failover.first_token_timeout_s

@@ -36,6 +36,29 @@ log = logging.getLogger("tiergate.ingress")
 
 app = FastAPI(title="tiergate", version="0.1.0",
               description="OpenAI-compatible gateway with tiered, budget-aware routing")
+_SCHEMAS: dict[str, Any] = {}
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI request body for a model (bodies are parsed by hand, so FastAPI cannot infer them)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    _SCHEMAS.update(schema.pop("$defs", {}))
+    _SCHEMAS[model.__name__] = schema
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def _openapi() -> dict[str, Any]:
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        spec.setdefault("components", {}).setdefault("schemas", {}).update(_SCHEMAS)
+        app.openapi_schema = spec
+    return app.openapi_schema
+
+
+app.openapi = _openapi  # type: ignore[method-assign]
 
 
 def _error_response(err: HttpError, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -259,11 +282,11 @@ class Ingress:
         self.core = IngressCore(config, clients, load_quality(config), telemetry)
         self.core.start_background()
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_body(ChatCompletionRequest))
     async def chat_completions(self, request: Request) -> Response:
         return await self.core.handle("chat", request, ChatCompletionRequest)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=_body(CompletionRequest))
     async def completions(self, request: Request) -> Response:
         return await self.core.handle("completions", request, CompletionRequest)
 

@@ -71,7 +71,7 @@ def serve_cluster() -> Iterator[ServeCluster]:
     from ray import serve
 
     port = free_port()
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
