@@ -1,8 +1,9 @@
 """Generate the chart's ``values.schema.json`` and the values table of its README.
 
-The ``pool`` part of the schema is produced by pydantic from ``serve.config.PoolConfig``,
-the same model the gateway parses pools with, so the install-time check and the gateway
-cannot disagree. The rest describes the chart's own values; each leaf carries the
+The ``pool`` part of the schema is produced by pydantic from ``serve.config.PoolConfig``
+(and each model's ``engine_args`` from its engine's ``Args`` model, the API keys from
+``serve.auth.ApiKey``), the same models the gateway parses with, so the install-time check
+and the gateway cannot disagree. The rest describes the chart's own values; each leaf carries the
 description that also fills the README table (between the ``values-table`` markers).
 
     python helm/tools/gen_values_schema.py          # rewrite both files
@@ -27,6 +28,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 from serve.auth import ApiKey  # noqa: E402
 from serve.config import ENGINE_NAMES, PoolConfig  # noqa: E402
+from serve.engines import engine_class  # noqa: E402
 
 CHART = REPO / "helm" / "tiergate"
 SCHEMA_FILE = CHART / "values.schema.json"
@@ -67,6 +69,17 @@ def pool_defs() -> dict[str, JsonSchema]:
     model["required"] = sorted(set(model["required"]) | {"weights"})
     # "auto" is reserved for routing (serve.config rejects it after parsing).
     model["properties"]["name"]["not"] = {"const": "auto"}
+    # engine_args: each engine's own argument model (what the engine parses them with).
+    model["allOf"] = []
+    for name in CHART_ENGINES:
+        args = engine_class(name).Args
+        generated_args = _strip_titles(args.model_json_schema(ref_template="#/$defs/{model}"))
+        defs.update(generated_args.pop("$defs", {}))
+        defs[args.__name__] = generated_args
+        model["allOf"].append({
+            "if": {"properties": {"engine": {"const": name}}, "required": ["engine"]},
+            "then": {"properties": {"engine_args": {"$ref": f"#/$defs/{args.__name__}"}}},
+        })
     return defs
 
 

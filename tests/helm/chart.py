@@ -128,17 +128,18 @@ def monitoring_errors(obj: Manifest) -> list[str]:
     except ValidationError as err:
         return [f"{obj['kind']}: {err}"]
     back = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    return [f"{obj['kind']}/{obj['metadata']['name']}: unknown field {p}" for p in _dropped(obj, back)]
+    return [f"{obj['kind']}/{obj['metadata']['name']}: unknown field {p}" for p in unknown_fields(obj, back)]
 
 
-def _dropped(original: Any, kept: Any, path: str = "") -> list[str]:
+def unknown_fields(original: Any, kept: Any, path: str = "") -> list[str]:
+    """Paths of ``original`` missing from ``kept``: what a lenient model silently dropped."""
     if isinstance(original, dict):
         if not isinstance(kept, dict):
             return [path or "(root)"]
         out = []
         for k, v in original.items():
-            out += _dropped(v, kept[k], f"{path}.{k}") if k in kept else [f"{path}.{k}"]
+            out += unknown_fields(v, kept[k], f"{path}.{k}") if k in kept else [f"{path}.{k}"]
         return out
     if isinstance(original, list) and isinstance(kept, list):
-        return [p for i, (a, b) in enumerate(zip(original, kept)) for p in _dropped(a, b, f"{path}[{i}]")]
+        return [p for i, (a, b) in enumerate(zip(original, kept)) for p in unknown_fields(a, b, f"{path}[{i}]")]
     return []

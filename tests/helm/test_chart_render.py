@@ -14,9 +14,11 @@ import yaml
 from serve.app import pool_from_args
 from serve.auth import Authenticator, load_keys
 from serve.config import AuthConfig, PoolConfig, load_pool
+from serve.engines import engine_class
+from serve.engines.base import parse_engine_args
 from tests.helm.chart import (
     CHART, DEPLOY, NAMESPACE, RELEASE, as_pod, by_kind, crd_errors, example_values, kube_errors,
-    monitoring_errors, pod_templates, render, render_raw,
+    monitoring_errors, pod_templates, render, render_raw, unknown_fields,
 )
 
 VALUE_SETS = {
@@ -99,11 +101,15 @@ def test_serve_config_is_valid_for_ray_serve_and_for_our_app(rendered):
     from ray.serve.schema import ServeDeploySchema
 
     config = serve_config(objects)
-    ServeDeploySchema.model_validate(config)  # what `serve deploy` and KubeRay submit
+    parsed = ServeDeploySchema.model_validate(config)  # what `serve deploy` and KubeRay submit
+    # Ray's schema ignores unknown keys; a misspelt key would be lost silently, so none may be.
+    assert unknown_fields(config, parsed.model_dump(mode="json", exclude_unset=True)) == []
     (app,) = config["applications"]
     assert app["import_path"] == "serve.app:build_app"
     assert set(app["args"]) == {"pool_config"}
     pool = pool_from_args(app["args"])  # the gateway's own parsing, errors and all
+    for m in pool.models:  # and each engine's own argument model
+        parse_engine_args(engine_class(m.engine), m.engine_args)
     expected = {"default": DEPLOY / "pools" / "cpu-default.yaml", "cpu": DEPLOY / "pools" / "cpu-default.yaml"}
     assert pool.auth.enabled  # apiKeys.enabled (the default) turns the gateway's auth on
     if name in expected:

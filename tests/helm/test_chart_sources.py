@@ -1,6 +1,6 @@
 """One source: the chart's pools, rules and dashboards are deploy/'s files, byte for byte.
 
-helm/tiergate/files/deploy is a symlink to deploy/. Helm follows it when it loads the chart
+helm/tiergate/files/{pools,prometheus,grafana} are symlinks into deploy/. Helm follows them when it loads the chart
 and `helm package` stores the files' contents, so the chart never holds copies that could
 drift; these tests prove it for the loaded chart, the packaged archive and the rendered
 PrometheusRules and dashboard ConfigMaps."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -36,35 +37,38 @@ def rule_files() -> dict[str, bytes]:
 
 
 def chart_files() -> dict[str, bytes]:
-    prefix = "files/deploy/"
-    return {f["name"][len(prefix):]: f["data"].encode() for f in chart().files if f["name"].startswith(prefix)}
+    return {f["name"].removeprefix("files/"): f["data"].encode() for f in chart().files
+            if f["name"].startswith("files/")}
+
+
+def wanted_files() -> dict[str, bytes]:
+    return {**deploy_files(DEPLOY / "pools", (".yaml",)), **rule_files(), **deploy_files(DASHBOARDS, (".json",))}
 
 
 def test_the_chart_links_to_deploy_instead_of_copying():
-    link = CHART / "files" / "deploy"
-    assert link.is_symlink()
-    assert os.readlink(link) == "../../../deploy"
-    assert link.resolve() == DEPLOY.resolve()
+    for name, target in [("pools", "pools"), ("prometheus", "prometheus"), ("grafana", "grafana")]:
+        link = CHART / "files" / name
+        assert link.is_symlink(), f"{link} must be a link into deploy/, not a copy"
+        assert os.readlink(link) == f"../../../deploy/{target}"
+        assert link.resolve() == (DEPLOY / target).resolve()
 
 
 def test_loaded_chart_carries_deploy_files_byte_identical():
     files = chart_files()
-    wanted = {**deploy_files(DEPLOY / "pools", (".yaml",)), **deploy_files(RULES, (".yaml", ".yml")),
-              **deploy_files(DASHBOARDS, (".json",))}
+    wanted = wanted_files()
     assert wanted, "deploy/ has no pools, rules or dashboards"
     assert {k: files.get(k) for k in wanted} == wanted
+    assert not [k for k in files if k.startswith("prometheus/tests/")], "promtool tests are not rules"
 
 
 def test_packaged_chart_carries_deploy_files_byte_identical(tmp_path):
     archive = chart().save(tmp_path)
     with tarfile.open(archive) as tar:
-        packed = {m.name.removeprefix("tiergate/files/deploy/"): tar.extractfile(m).read()
-                  for m in tar.getmembers() if m.isfile() and m.name.startswith("tiergate/files/deploy/")}
-        names = tar.getnames()
-    wanted = {**deploy_files(RULES, (".yaml", ".yml")), **deploy_files(DASHBOARDS, (".json",))}
+        packed = {m.name.removeprefix("tiergate/files/"): tar.extractfile(m).read()
+                  for m in tar.getmembers() if m.isfile() and m.name.startswith("tiergate/files/")}
+    wanted = wanted_files()
     assert {k: packed.get(k) for k in wanted} == wanted
-    assert not [n for n in names if "/files/deploy/docker/" in n], "images' sources do not belong in the chart"
-    with helm.Chart.load(archive) as reloaded:
+    with helm.Chart.load(archive) as reloaded:  # the archive renders what the linked chart renders
         assert reloaded.render(ALL_ON, name="demo") == chart().render(ALL_ON, name="demo")
 
 
@@ -72,9 +76,10 @@ def test_prometheus_rules_are_rendered_from_every_rule_file_unchanged():
     rules = by_kind(render(ALL_ON), "PrometheusRule")
     sources = rule_files()
     assert sources, "deploy/prometheus/ has no rule files"
-    assert {r["metadata"]["annotations"]["tiergate.io/source"] for r in rules} == set(sources)
+    assert {r["metadata"]["annotations"]["tiergate.io/source"] for r in rules} == {f"deploy/{k}" for k in sources}
     for r in rules:
-        text = sources[r["metadata"]["annotations"]["tiergate.io/source"]]
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", r["metadata"]["name"])
+        text = sources[r["metadata"]["annotations"]["tiergate.io/source"].removeprefix("deploy/")]
         assert r["spec"] == yaml.safe_load(text)
 
 
@@ -82,7 +87,7 @@ def test_prometheus_rule_text_is_embedded_verbatim():
     raw = render_text(ALL_ON, "prometheusrule.yaml")
     for text in rule_files().values():
         body = text.decode().removeprefix("---\n").rstrip("\n")
-        indented = "\n".join(("  " + line) if line else line for line in body.split("\n"))
+        indented = "\n".join("  " + line for line in body.split("\n"))  # as Helm's nindent 2
         assert indented in raw
 
 
@@ -90,10 +95,11 @@ def test_dashboards_are_configmaps_for_the_grafana_sidecar_byte_identical():
     maps = by_kind(render(ALL_ON), "ConfigMap")
     sources = deploy_files(DASHBOARDS, (".json",))
     assert sources, "deploy/grafana/dashboards/ has no dashboards"
-    assert {m["metadata"]["annotations"]["tiergate.io/source"] for m in maps} == set(sources)
+    assert {m["metadata"]["annotations"]["tiergate.io/source"] for m in maps} == {f"deploy/{k}" for k in sources}
     for m in maps:
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", m["metadata"]["name"])
         assert m["metadata"]["labels"]["grafana_dashboard"] == "1"
-        source = m["metadata"]["annotations"]["tiergate.io/source"]
+        source = m["metadata"]["annotations"]["tiergate.io/source"].removeprefix("deploy/")
         (data,) = m["data"].values()
         assert data.encode() == sources[source]
 

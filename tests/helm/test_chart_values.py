@@ -72,6 +72,13 @@ def test_unknown_engine_is_rejected_naming_the_valid_ones():
     assert "'llama_cpp', 'vllm'" in message
 
 
+def test_engine_args_are_checked_against_the_engine_s_own_model():
+    pool = gpu_pool()
+    pool["models"][0]["engine_args"]["max_model_len"] = 4096  # vLLM takes it from context_length
+    message = rejected({"pool": pool})
+    assert "/pool/models/0/engine_args" in message and "max_model_len" in message
+
+
 @pytest.mark.parametrize(("values", "where"), [
     ({"workerGroups": {"gpu": {"gpus": -1}}}, "/workerGroups/gpu/gpus"),
     ({"workerGroups": {"cpu": {"replica": 2}}}, "/workerGroups/cpu"),  # a typo

@@ -45,7 +45,7 @@ app.kubernetes.io/part-of: tiergate
 
 {{/* A lower-case DNS label made from a file name: "Gateway Overview.json" -> "gateway-overview". */}}
 {{- define "tiergate.fileSlug" -}}
-{{- base . | trimSuffix (ext .) | lower | regexReplaceAll "[^a-z0-9]+" "-" | trimAll "-" -}}
+{{- regexReplaceAll "[^a-z0-9]+" (base . | trimSuffix (ext .) | lower) "-" | trimAll "-" | trimPrefix "tiergate-" -}}
 {{- end -}}
 
 {{/* The pool mapping, as YAML: pool, else poolYaml, else the chart's deploy/pools/<poolFile>. */}}
@@ -59,11 +59,11 @@ app.kubernetes.io/part-of: tiergate
 {{- $pool = fromYaml .Values.poolYaml -}}
 {{- $source = "values: poolYaml" -}}
 {{- else -}}
-{{- $path := printf "files/deploy/pools/%s" .Values.poolFile -}}
+{{- $path := printf "files/pools/%s" .Values.poolFile -}}
 {{- $text := .Files.Get $path -}}
 {{- if not $text -}}
 {{- $known := list -}}
-{{- range $p, $_ := .Files.Glob "files/deploy/pools/*.y*ml" }}{{ $known = append $known (base $p) }}{{ end -}}
+{{- range $p, $_ := .Files.Glob "files/pools/*.y*ml" }}{{ $known = append $known (base $p) }}{{ end -}}
 {{- fail (printf "poolFile %q is not shipped in the chart; pool files shipped: %s" .Values.poolFile (join ", " $known)) -}}
 {{- end -}}
 {{- $pool = fromYaml $text -}}
