@@ -244,3 +244,16 @@ def test_notes_tell_how_to_reach_the_api_and_dashboards():
     assert "grafana_dashboard=1" in notes
     notes = render_raw()["tiergate/templates/NOTES.txt"]
     assert f"kubectl -n {NAMESPACE} port-forward svc/{RELEASE}-tiergate-serve 8000:8000" in notes
+
+
+def test_images_default_to_the_app_version_and_can_be_overridden():
+    def images(values):
+        return {name: t["spec"]["containers"][0]["image"] for name, t in pod_templates(rayservice(render(values)))}
+
+    assert images({"workerGroups": {"gpu": {"enabled": True}}}) == {
+        "head": "tiergate:0.1.0-cpu", "cpu": "tiergate:0.1.0-cpu", "gpu": "tiergate:0.1.0-gpu"}
+    assert images({"image": {"repository": "registry.example/tiergate", "cpuTag": "c1"},
+                   "workerGroups": {"gpu": {"enabled": True, "image": {"repository": "registry.example/tg-gpu",
+                                                                        "tag": "g2"}}}}) == {
+        "head": "registry.example/tiergate:c1", "cpu": "registry.example/tiergate:c1",
+        "gpu": "registry.example/tg-gpu:g2"}
