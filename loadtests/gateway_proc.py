@@ -26,10 +26,11 @@ def free_port() -> int:
 
 
 def _command() -> list[str]:
-    script = Path(sys.executable).with_name("tiergate")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from serve.cli import main; sys.exit(main())"]
+    # The CLI in this interpreter, with Python's SIGINT handler put back: a child of a shell's
+    # background job inherits SIGINT as ignored, and SIGINT is how the CLI shuts down cleanly.
+    boot = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from serve.cli import main; sys.exit(main())")
+    return [sys.executable, "-c", boot]
 
 
 class GatewayProcess:

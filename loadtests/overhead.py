@@ -13,13 +13,13 @@ Tiers alternate within each level so that the machine's background load hits the
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncio
 import httpx
 
 from loadtests.client import Price, send
@@ -137,22 +137,33 @@ def _added(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
             if base["requests_per_s"] else None}
 
 
-async def sweep(tiers: dict[str, Send], levels: Sequence[int], n_per_level: int) -> dict[str, Any]:
-    """Per level, each tier's figures, and each gateway tier's overhead against ``engine``."""
+async def sweep(tiers: dict[str, Send], levels: Sequence[int], n_per_level: int, rounds: int = 2) -> dict[str, Any]:
+    """Per level, each tier's figures, and each gateway tier's overhead against ``engine``.
+
+    Each level runs in ``rounds`` rounds, the tier order reversed every other round, so a
+    burst of background load on the machine lands on every tier alike.
+    """
     for send_one in tiers.values():  # warm every path once
         await send_one(0)
-    out: dict[str, Any] = {"levels": []}
+    out: dict[str, Any] = {"levels": [], "rounds": rounds}
+    per_round = max(1, n_per_level // rounds)
     for c in levels:
-        level: dict[str, Any] = {"concurrency": c, "tiers": {}, "overhead": {}}
-        for name, send_one in tiers.items():
-            samples, wall = await _closed_loop(send_one, n_per_level, c)
-            level["tiers"][name] = _figures(samples, wall)
+        samples: dict[str, list[Sample]] = {name: [] for name in tiers}
+        walls: dict[str, float] = {name: 0.0 for name in tiers}
+        for k in range(rounds):
+            order = list(tiers) if k % 2 == 0 else list(reversed(tiers))
+            for name in order:
+                got, wall = await _closed_loop(tiers[name], per_round, c)
+                samples[name] += got
+                walls[name] += wall
+        level: dict[str, Any] = {"concurrency": c, "overhead": {},
+                                 "tiers": {name: _figures(samples[name], walls[name]) for name in tiers}}
         base = level["tiers"]["engine"]
         for name in tiers:
             if name != "engine":
                 level["overhead"][name] = _added(base, level["tiers"][name])
-        same = {name: t["tokens_by_prompt"] == base["tokens_by_prompt"] for name, t in level["tiers"].items()}
-        level["same_tokens"] = same
+        level["same_tokens"] = {name: t["tokens_by_prompt"] == base["tokens_by_prompt"]
+                                for name, t in level["tiers"].items()}
         out["levels"].append(level)
     return out
 

@@ -35,7 +35,7 @@ from loadtests.summary import summarize
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-OVERLOADED = 0.5  # below this latency-met rate a policy is saturated: higher rates are skipped
+OVERLOADED = 0.75  # below this latency-met rate a policy is past its knee: its higher rates are skipped
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,8 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--requests-per-rate", type=int, help="default: the scenario's")
     p.add_argument("--overhead-model", help="pool model for the overhead sweep (default: the cheapest)")
     p.add_argument("--overhead-levels", default="1,2,4", help="closed-loop concurrency levels")
-    p.add_argument("--overhead-requests", type=int, default=8, help="requests per tier per level")
-    p.add_argument("--overhead-max-tokens", type=int, default=24)
+    p.add_argument("--overhead-requests", type=int, default=12, help="requests per tier per level")
+    p.add_argument("--overhead-max-tokens", type=int, default=16)
     p.add_argument("--skip-overhead", action="store_true")
     return p
 

@@ -150,11 +150,21 @@ def _headers(c: RequestClass) -> dict[str, str]:
             for k, v in c.budget.routing().items()}
 
 
-def plan(scenario: Scenario, n: int, rate: float | None, seed: int | None = None) -> list[PlannedRequest]:
-    """``n`` requests drawn from the class mix; ``rate`` sets open-loop send times (None: all at 0)."""
-    rng = np.random.default_rng(scenario.seed if seed is None else seed)
+def class_counts(scenario: Scenario, n: int) -> np.ndarray:
+    """Class indices for ``n`` requests in proportion to the weights (largest remainder), so
+    that even a short run carries the scenario's mix rather than a lucky or unlucky draw."""
     weights = np.array([c.weight for c in scenario.classes], dtype=float)
-    picks = rng.choice(len(scenario.classes), size=n, p=weights / weights.sum())
+    exact = weights / weights.sum() * n
+    counts = np.floor(exact).astype(int)
+    for k in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
+        counts[k] += 1
+    return np.repeat(np.arange(len(weights)), counts)
+
+
+def plan(scenario: Scenario, n: int, rate: float | None, seed: int | None = None) -> list[PlannedRequest]:
+    """``n`` requests in the class mix, shuffled; ``rate`` sets open-loop send times (None: all at 0)."""
+    rng = np.random.default_rng(scenario.seed if seed is None else seed)
+    picks = rng.permutation(class_counts(scenario, n)) if n else np.zeros(0, dtype=int)
     times = (arrival_times(scenario.arrival.process, rate, n, rng, scenario.arrival.cv)
              if rate is not None else np.zeros(n))
     out = []
