@@ -279,7 +279,7 @@ def chart_schema() -> JsonSchema:
             "rayMetricsPort": leaf("integer", "Ray metrics export port", minimum=1, maximum=65535),
         }, "Prometheus Operator monitors"),
         "prometheusRule": obj({
-            "enabled": leaf("boolean", "create PrometheusRules from deploy/prometheus/"),
+            "enabled": leaf("boolean", "create PrometheusRules from deploy/prometheus/rules/"),
             "labels": string_map("extra labels (e.g. the Prometheus ruleSelector's)"),
         }, "PrometheusRule"),
         "grafanaDashboards": obj({

@@ -190,11 +190,12 @@ def test_without_chart_keys_the_pool_must_turn_auth_off_or_name_a_keys_file():
     # The demo pool turns auth off explicitly: the gateway runs open, and says so loudly.
     pool = pool_from_args(serve_config(render({"apiKeys": {"enabled": False}}))["applications"][0]["args"])
     assert pool.auth.enabled is False
-    gpu_pool = dict(VALUE_SETS["gpu"]["pool"])
+    secured = yaml.safe_load((DEPLOY / "pools" / "cpu-default.yaml").read_text())
+    secured.pop("auth")  # auth on, by the gateway's default
     with pytest.raises(helm.HelmRenderError, match="apiKeys.enabled is false but the pool"):
-        render({"apiKeys": {"enabled": False}, "pool": gpu_pool})
-    gpu_pool["auth"] = {"keys_file": "/keys/keys.yaml"}
-    pool = pool_from_args(serve_config(render({"apiKeys": {"enabled": False}, "pool": gpu_pool}))
+        render({"apiKeys": {"enabled": False}, "pool": secured})
+    secured["auth"] = {"keys_file": "/keys/keys.yaml"}
+    pool = pool_from_args(serve_config(render({"apiKeys": {"enabled": False}, "pool": secured}))
                           ["applications"][0]["args"])
     assert (pool.auth.enabled, pool.auth.keys_file) == (True, "/keys/keys.yaml")
 

@@ -1,6 +1,6 @@
 """One source: the chart's pools, rules and dashboards are deploy/'s files, byte for byte.
 
-helm/tiergate/files/{pools,prometheus,grafana} are symlinks into deploy/. Helm follows them when it loads the chart
+helm/tiergate/files/{pools,rules,dashboards} are symlinks into deploy/. Helm follows them when it loads the chart
 and `helm package` stores the files' contents, so the chart never holds copies that could
 drift; these tests prove it for the loaded chart, the packaged archive and the rendered
 PrometheusRules and dashboard ConfigMaps."""
@@ -18,7 +18,9 @@ import yaml
 
 from tests.helm.chart import CHART, DEPLOY, by_kind, chart, render
 
-RULES = DEPLOY / "prometheus"
+RULES = DEPLOY / "prometheus" / "rules"
+# The chart's links: files/<name> -> deploy/<target>.
+LINKS = {"pools": "pools", "rules": "prometheus/rules", "dashboards": "grafana/dashboards"}
 DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 ALL_ON = {"prometheusRule": {"enabled": True}, "grafanaDashboards": {"enabled": True},
           "apiKeys": {"keys": [{"name": "fixed", "key": "not-random-0123456789"}]}}
@@ -36,9 +38,14 @@ def rule_files() -> dict[str, bytes]:
     return {k: v for k, v in files.items() if "groups" in (yaml.safe_load(v) or {})}
 
 
+def deploy_path(chart_path: str) -> str:
+    """files/rules/x.yaml -> prometheus/rules/x.yaml (relative to deploy/)."""
+    link, _, rest = chart_path.removeprefix("files/").partition("/")
+    return f"{LINKS[link]}/{rest}"
+
+
 def chart_files() -> dict[str, bytes]:
-    return {f["name"].removeprefix("files/"): f["data"].encode() for f in chart().files
-            if f["name"].startswith("files/")}
+    return {deploy_path(f["name"]): f["data"].encode() for f in chart().files if f["name"].startswith("files/")}
 
 
 def wanted_files() -> dict[str, bytes]:
@@ -46,7 +53,8 @@ def wanted_files() -> dict[str, bytes]:
 
 
 def test_the_chart_links_to_deploy_instead_of_copying():
-    for name, target in [("pools", "pools"), ("prometheus", "prometheus"), ("grafana", "grafana")]:
+    assert sorted(p.name for p in (CHART / "files").iterdir()) == sorted(LINKS)
+    for name, target in LINKS.items():
         link = CHART / "files" / name
         assert link.is_symlink(), f"{link} must be a link into deploy/, not a copy"
         assert os.readlink(link) == f"../../../deploy/{target}"
@@ -58,13 +66,12 @@ def test_loaded_chart_carries_deploy_files_byte_identical():
     wanted = wanted_files()
     assert wanted, "deploy/ has no pools, rules or dashboards"
     assert {k: files.get(k) for k in wanted} == wanted
-    assert not [k for k in files if k.startswith("prometheus/tests/")], "promtool tests are not rules"
 
 
 def test_packaged_chart_carries_deploy_files_byte_identical(tmp_path):
     archive = chart().save(tmp_path)
     with tarfile.open(archive) as tar:
-        packed = {m.name.removeprefix("tiergate/files/"): tar.extractfile(m).read()
+        packed = {deploy_path(m.name.removeprefix("tiergate/")): tar.extractfile(m).read()
                   for m in tar.getmembers() if m.isfile() and m.name.startswith("tiergate/files/")}
     wanted = wanted_files()
     assert {k: packed.get(k) for k in wanted} == wanted

@@ -3,11 +3,12 @@ value; it is generated from the gateway's own pool model and never goes stale.""
 
 from __future__ import annotations
 
-import copy
 import importlib.util
+import re
 
 import helm_python as helm
 import pytest
+import yaml
 
 from serve.config import load_pool, parse_pool
 from tests.helm.chart import CHART, DEPLOY, ROOT, chart, example_values, render
@@ -27,8 +28,9 @@ def rejected(values: dict) -> str:
     return str(err.value)
 
 
-def gpu_pool() -> dict:
-    return copy.deepcopy(example_values("values-gpu.yaml")["pool"])
+def a_pool() -> dict:
+    """A valid pool mapping to spoil: the demo pool of deploy/pools/."""
+    return yaml.safe_load((DEPLOY / "pools" / "cpu-default.yaml").read_text())
 
 
 def test_schema_and_readme_table_are_generated_from_the_current_code():
@@ -58,14 +60,14 @@ def test_negative_worker_replicas_are_rejected():
 
 
 def test_negative_model_replicas_are_rejected():
-    pool = gpu_pool()
+    pool = a_pool()
     pool["models"][0]["replicas"] = -2
     message = rejected({"pool": pool})
     assert "/pool/models/0/replicas" in message and "minimum" in message
 
 
 def test_unknown_engine_is_rejected_naming_the_valid_ones():
-    pool = gpu_pool()
+    pool = a_pool()
     pool["models"][1]["engine"] = "tensorrt"
     message = rejected({"pool": pool})
     assert "/pool/models/1/engine" in message
@@ -73,8 +75,9 @@ def test_unknown_engine_is_rejected_naming_the_valid_ones():
 
 
 def test_engine_args_are_checked_against_the_engine_s_own_model():
-    pool = gpu_pool()
-    pool["models"][0]["engine_args"]["max_model_len"] = 4096  # vLLM takes it from context_length
+    pool = a_pool()
+    pool["models"][0].update(engine="vllm", weights={"path": "/models/m"},
+                             engine_args={"max_model_len": 4096})  # vLLM takes it from context_length
     message = rejected({"pool": pool})
     assert "/pool/models/0/engine_args" in message and "max_model_len" in message
 
@@ -91,7 +94,7 @@ def test_other_wrong_values_are_rejected(values, where):
 
 
 def test_pool_schema_agrees_with_the_gateway_on_unknown_pool_fields():
-    pool = gpu_pool()
+    pool = a_pool()
     pool["models"][0]["temperature"] = 0.2
     assert "/pool/models/0" in rejected({"pool": pool})
     with pytest.raises(Exception, match="temperature"):
@@ -108,11 +111,17 @@ def test_unknown_pool_file_lists_the_shipped_ones():
         render({"poolFile": "nope.yaml"})
 
 
-def test_example_pools_are_the_deploy_pools():
-    cpu = example_values("values-cpu.yaml")
-    assert "pool" not in cpu and (DEPLOY / "pools" / cpu["poolFile"]).is_file()
-    gpu = parse_pool(example_values("values-gpu.yaml")["pool"])
-    assert {m.engine for m in gpu.models} == {"vllm"}
-    deploy_gpu = sorted((DEPLOY / "pools").glob("gpu-*.yaml"))
-    if deploy_gpu:  # the GPU example carries the repository's GPU pool
-        assert gpu in [load_pool(p) for p in deploy_gpu]
+@pytest.mark.parametrize(("name", "engines"), [("values-cpu.yaml", {"llama_cpp"}), ("values-gpu.yaml", {"vllm"})])
+def test_examples_carry_the_deploy_pools_themselves(name, engines):
+    values = example_values(name)
+    assert "pool" not in values and "poolYaml" not in values  # no copy that could drift
+    pool = load_pool(DEPLOY / "pools" / values["poolFile"])
+    assert {m.engine for m in pool.models} == engines
+
+
+def test_the_readme_s_inline_pool_example_installs_and_parses():
+    readme = (CHART / "README.md").read_text()
+    snippet = re.search(r"An inline pool, in a values file:\n\n```yaml\n(.*?)```", readme, re.S).group(1)
+    values = helm.values_from_yaml(snippet)
+    chart().render(values, name="demo", namespace="models", is_install=True)  # schema and templates
+    assert parse_pool(values["pool"]).models[0].engine == "vllm"
