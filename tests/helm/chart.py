@@ -140,6 +140,9 @@ def unknown_fields(original: Any, kept: Any, path: str = "") -> list[str]:
         for k, v in original.items():
             out += unknown_fields(v, kept[k], f"{path}.{k}") if k in kept else [f"{path}.{k}"]
         return out
-    if isinstance(original, list) and isinstance(kept, list):
-        return [p for i, (a, b) in enumerate(zip(original, kept)) for p in unknown_fields(a, b, f"{path}[{i}]")]
+    if isinstance(original, list):
+        if not isinstance(kept, list) or len(kept) != len(original):
+            return [path or "(root)"]
+        return [p for i, (a, b) in enumerate(zip(original, kept, strict=True))
+                for p in unknown_fields(a, b, f"{path}[{i}]")]
     return []

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import tomllib
 
 import dockerfile
 import pytest
-from packaging.specifiers import SpecifierSet
 import yaml
+from packaging.specifiers import SpecifierSet
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from tests.helm.chart import CHART, ROOT
 
