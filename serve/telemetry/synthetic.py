@@ -46,6 +46,7 @@ class TrafficShape:
     model_weights: tuple[float, ...] = (0.7, 0.3)
     error_rate: float = 0.02
     miss_rate: float = 0.05  # requests whose latency budget is missed
+    refusal_rate: float = 0.02  # answers that refuse
 
 
 def prompts(shape: TrafficShape, n: int, rng: np.random.Generator) -> list[tuple[str, str]]:
@@ -93,7 +94,8 @@ def records(shape: TrafficShape, n: int, *, seed: int = 0,
             budget_latency_met=bool(rng.random() >= shape.miss_rate), budget_quality_met=True,
             budget_cost_met=True, finish_reason="" if failed else ("length" if truncated else "stop"),
             mean_logprob=None if failed else float(-rng.gamma(2.0, 0.4)),
-            empty_output=completion == 0 and not failed, decision_s=float(rng.gamma(2.0, 0.001)),
+            empty_output=completion == 0 and not failed,
+            refused=not failed and rng.random() < shape.refusal_rate, decision_s=float(rng.gamma(2.0, 0.001)),
             prompt_embedding=tuple(float(v) for v in vectors[i]) if vectors is not None else (),
         ))
     return out

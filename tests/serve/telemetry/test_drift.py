@@ -94,14 +94,16 @@ def test_longer_prompts_cross_the_threshold(reference):
 def test_other_topics_cross_the_threshold_in_embeddings_and_route_class(minilm):
     reference = build_reference(1500, embed=minilm.embed)
     assert "prompt_embedding" in reference.profiles
-    _, calm = run_windows(reference, TrafficShape(), 2, seed=21, embed=minilm.embed, methods=("jensen_shannon",))
+    _, calm = run_windows(reference, TrafficShape(), 6, seed=21, embed=minilm.embed, methods=("jensen_shannon",))
     _, shifted = run_windows(reference, TrafficShape(topics=("law", "medicine")), 2, seed=22, embed=minilm.embed,
                              methods=("jensen_shannon",))
     emb_calm = [s for s in calm if s.feature == "prompt_embedding"]
     emb_shifted = [s for s in shifted if s.feature == "prompt_embedding"]
-    assert len(emb_calm) == len(emb_shifted) == 2
-    assert not any(s.drifted for s in emb_calm)
+    assert len(emb_calm) == 6 and len(emb_shifted) == 2
+    # mean + 3 sd: a calm window may cross now and then (a few per cent), never most of them
+    assert sum(s.drifted for s in emb_calm) <= 1, [(s.score, s.threshold) for s in emb_calm]
     assert all(s.drifted for s in emb_shifted)
+    assert min(s.score for s in emb_shifted) > 10 * max(s.score for s in emb_calm)
     assert min(s.score for s in emb_shifted) > 5 * max(s.threshold for s in emb_shifted)
     assert all(s.drifted for s in shifted if s.feature == "route_class")
     # the lengths did not move, so their features stay calm

@@ -1,0 +1,140 @@
+"""Every dashboard panel query and every rule expression, run by a real Prometheus server that
+scrapes tiergate metrics: each must parse and return data.
+
+Two targets: a local HTTP server serving the real metric classes fed by generated traffic
+(drift, brittleness and gateway metrics all present), and the real gateway on the CPU pool (e2e).
+vLLM panels read vLLM's own metrics, which neither target has (the CPU pool runs llama.cpp):
+they are checked to parse, and their data is checked where a vLLM engine runs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.deploy.metrics_target import SyntheticGateway, serve
+from tests.deploy.prom_server import PrometheusServer
+from tests.deploy.queries import Query, all_queries, dashboard_queries, panels_without_unit, rule_queries
+
+
+def test_dashboards_are_fresh_and_have_units_and_a_datasource_variable():
+    import json
+    import subprocess
+    import sys
+
+    from tests.deploy.queries import DASHBOARDS
+    from tests.deploy.promtool import ROOT
+
+    result = subprocess.run([sys.executable, str(ROOT / "deploy" / "grafana" / "build.py"), "--check"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert {p.stem for p in DASHBOARDS} == {"tiergate-overview", "tiergate-latency", "tiergate-drift",
+                                            "tiergate-brittleness", "tiergate-vllm"}
+    assert panels_without_unit() == []
+    for path in DASHBOARDS:
+        text = path.read_text()
+        board = json.loads(text)
+        assert [v["name"] for v in board["templating"]["list"]][:1] == ["datasource"]
+        for panel in board["panels"]:
+            if panel["type"] != "row":
+                assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert "instance=" not in text and "localhost" not in text and "127.0.0.1" not in text
+    queries = [q.expr for q in dashboard_queries()]
+    for spelling in ("vllm:num_requests_running", "ray_vllm_num_requests_running",
+                     "vllm:time_to_first_token_seconds_bucket", "ray_vllm_time_to_first_token_seconds_bucket"):
+        assert any(spelling in q for q in queries), spelling
+
+
+def _check_all(prom: PrometheusServer, queries: list[Query], required: list[Query], deadline_s: float) -> None:
+    for q in queries:  # every query parses (Prometheus answers 400 bad_data otherwise)
+        prom.query(q.expr)
+    pending = list(required)
+    deadline = time.monotonic() + deadline_s
+    while pending and time.monotonic() < deadline:
+        pending = [q for q in pending if not prom.query(q.expr)["result"]]
+        if pending:
+            time.sleep(1)
+    assert not pending, "no data for:\n" + "\n".join(f"  {q.where}: {q.expr}" for q in pending)
+
+
+def _data_queries(queries: list[Query]) -> list[Query]:
+    """What must return data: panels and recording rules as they are; for an alert, each metric
+    or recorded series it reads (an alert's own expression is empty while all is well)."""
+    out = []
+    for q in queries:
+        if q.vllm_only:
+            continue
+        if q.kind == "alert":
+            out.extend(Query(f"{q.where} input {m}", f'count({{__name__="{m}"}})', "alert-input")
+                       for m in sorted(q.metrics))
+        else:
+            out.append(q)
+    return out
+
+
+def test_every_query_against_generated_traffic(tmp_path):
+    gateway = SyntheticGateway()
+    server, threads = serve(gateway)
+    prom = PrometheusServer(tmp_path, [f"127.0.0.1:{server.server_port}"])
+    try:
+        prom.wait_ready()
+        queries = all_queries()
+        assert len([q for q in queries if q.kind == "panel"]) >= 50
+        _check_all(prom, queries, _data_queries(queries), deadline_s=90)
+        (target,) = prom.targets_up()
+        assert target["health"] == "up" and target["labels"]["job"] == "tiergate"
+        # the rules see the generated drift: the 15m prompt-length windows score above threshold
+        drifted = prom.query('tiergate_drift_score{feature="prompt_tokens",method="wasserstein"} '
+                             '> tiergate_drift_threshold')["result"]
+        assert drifted, "generated traffic with longer prompts should score above the drift threshold"
+        assert float(prom.query("tiergate:calibration_ece:1d")["result"][0]["value"][1]) > 0
+    finally:
+        prom.close()
+        gateway.stop()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.e2e
+def test_every_query_against_the_live_gateway(tmp_path, gateway):
+    """The real gateway on the CPU pool under real requests. Queries need data when every metric
+    they read is one the gateway exports (drift and brittleness metrics appear once the
+    telemetry deployment runs :class:`serve.telemetry.monitoring.Monitoring`)."""
+    host_port = gateway.base_url.split("://", 1)[1].split("/", 1)[0]
+    prefix = gateway.base_url.split(host_port, 1)[1]
+    prom = PrometheusServer(tmp_path, [host_port], metrics_path=f"{prefix}/metrics")
+    try:
+        prom.wait_ready()
+        with httpx.Client(base_url=gateway.api, timeout=120) as client:
+            for i, model in enumerate(("auto", "auto", "smollm2-135m-instruct", "gemma3-270m", "auto")):
+                r = client.post("/chat/completions", json={
+                    "model": model, "max_tokens": 8, "temperature": 0,
+                    "messages": [{"role": "user", "content": f"Say the number {i}."}]})
+                assert r.status_code == 200, r.text
+                time.sleep(1.5)  # spread requests over scrapes so rates see increases
+            assert client.post("/chat/completions", json={"model": "no-such-model", "messages": [
+                {"role": "user", "content": "hi"}]}).status_code == 404
+        exported = {name for name in httpx.get(f"{gateway.base_url}/metrics", timeout=30).text.split()
+                    if name.startswith("tiergate_")}
+        exported = {n.split("{", 1)[0] for n in exported}
+        prom.wait_for("tiergate_requests_total", timeout=30)
+        queries = all_queries()
+        required = [q for q in _data_queries(queries)
+                    if all(m in exported or ":" in m for m in q.metrics)
+                    and not any(m.startswith("tiergate:") and not _recorded_from_exported(m, exported)
+                                for m in q.metrics)]
+        assert len(required) >= 25
+        _check_all(prom, queries, required, deadline_s=60)
+    finally:
+        prom.close()
+
+
+def _recorded_from_exported(series: str, exported: set[str]) -> bool:
+    """Whether the recording rule ``series`` reads only metrics the gateway exports."""
+    for q in rule_queries():
+        if q.where == series:
+            return all(m in exported or (m.startswith("tiergate:") and _recorded_from_exported(m, exported))
+                       for m in q.metrics)
+    return False
