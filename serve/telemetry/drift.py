@@ -119,7 +119,7 @@ class DriftConfig(_Frozen):
                                   "drift is off without one")
     windows: tuple[DriftWindowConfig, ...] = (DriftWindowConfig(name="15m", seconds=900),
                                               DriftWindowConfig(name="1h", seconds=3600))
-    min_samples: int = Field(default=100, ge=10, description="windows with fewer answered requests are skipped")
+    min_samples: int = Field(default=100, ge=2, description="windows with fewer answered requests are skipped")
     methods: tuple[str, ...] = ("jensen_shannon",)
     features: tuple[str, ...] = ALL_FEATURES
     threshold_sigmas: float = Field(default=3.0, gt=0)

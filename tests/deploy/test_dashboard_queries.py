@@ -97,28 +97,38 @@ def test_every_query_against_generated_traffic(tmp_path):
         server.server_close()
 
 
+def _chat(client: httpx.Client, model: str, i: int) -> None:
+    r = client.post("/chat/completions", json={"model": model, "max_tokens": 8, "temperature": 0,
+                                               "messages": [{"role": "user", "content": f"Say the number {i}."}]})
+    assert r.status_code == 200, r.text
+
+
+def _exported(base_url: str) -> set[str]:
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    return {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if line.startswith("tiergate_")}
+
+
+def _scrape(tmp_path, base_url: str) -> PrometheusServer:
+    host_port = base_url.split("://", 1)[1].split("/", 1)[0]
+    prefix = base_url.split(host_port, 1)[1]
+    prom = PrometheusServer(tmp_path, [host_port], metrics_path=f"{prefix}/metrics")
+    prom.wait_ready()
+    return prom
+
+
 @pytest.mark.e2e
 def test_every_query_against_the_live_gateway(tmp_path, gateway):
-    """The real gateway on the CPU pool under real requests. Queries need data when every metric
-    they read is one the gateway exports (drift and brittleness metrics appear once the
-    telemetry deployment runs :class:`serve.telemetry.monitoring.Monitoring`)."""
-    host_port = gateway.base_url.split("://", 1)[1].split("/", 1)[0]
-    prefix = gateway.base_url.split(host_port, 1)[1]
-    prom = PrometheusServer(tmp_path, [host_port], metrics_path=f"{prefix}/metrics")
+    """The real gateway on the CPU pool under real requests: every query parses; those reading
+    only metrics this gateway exports return data."""
+    prom = _scrape(tmp_path, gateway.base_url)
     try:
-        prom.wait_ready()
         with httpx.Client(base_url=gateway.api, timeout=120) as client:
             for i, model in enumerate(("auto", "auto", "smollm2-135m-instruct", "gemma3-270m", "auto")):
-                r = client.post("/chat/completions", json={
-                    "model": model, "max_tokens": 8, "temperature": 0,
-                    "messages": [{"role": "user", "content": f"Say the number {i}."}]})
-                assert r.status_code == 200, r.text
+                _chat(client, model, i)
                 time.sleep(1.5)  # spread requests over scrapes so rates see increases
             assert client.post("/chat/completions", json={"model": "no-such-model", "messages": [
                 {"role": "user", "content": "hi"}]}).status_code == 404
-        exported = {name for name in httpx.get(f"{gateway.base_url}/metrics", timeout=30).text.split()
-                    if name.startswith("tiergate_")}
-        exported = {n.split("{", 1)[0] for n in exported}
+        exported = _exported(gateway.base_url)
         prom.wait_for("tiergate_requests_total", timeout=30)
         queries = all_queries()
         required = [q for q in _data_queries(queries)
@@ -127,6 +137,52 @@ def test_every_query_against_the_live_gateway(tmp_path, gateway):
                                 for m in q.metrics)]
         assert len(required) >= 25
         _check_all(prom, queries, required, deadline_s=60)
+    finally:
+        prom.close()
+
+
+def _monitored_pool(reference: str) -> dict:
+    import yaml
+
+    from tests.conftest import CPU_POOL
+
+    pool = yaml.safe_load(CPU_POOL.read_text())
+    always = {"rate": 1.0, "max_per_minute": 600, "burst": 50, "max_in_flight": 4}
+    pool["monitoring"] = {
+        "drift": {"reference": reference, "windows": [{"name": "15m", "seconds": 20}], "min_samples": 3},
+        "brittleness": {"shadow": always, "probe": always},
+    }
+    return pool
+
+
+@pytest.mark.e2e
+def test_every_query_against_the_live_gateway_with_monitoring(tmp_path, serve_cluster):
+    """With drift and brittleness monitoring on (short drift windows, every request shadowed and
+    probed), every non-vLLM query returns data from the live gateway."""
+    from serve.config import PoolConfig
+    from serve.telemetry.features import counts_for_drift, row_from_record
+    from serve.telemetry.reference import Reference
+    from serve.telemetry.synthetic import TrafficShape, records
+
+    if "monitoring" not in PoolConfig.model_fields:
+        pytest.skip("the pool config has no monitoring section yet (serve/config.py)")
+    ref = tmp_path / "reference.json"
+    Reference.build([row_from_record(r) for r in records(TrafficShape(), 400, seed=1) if counts_for_drift(r)]).save(ref)
+    app = serve_cluster.deploy("tiergate-monitored", {"pool_config": _monitored_pool(str(ref))}, "/monitored")
+    prom = _scrape(tmp_path, app.base_url)
+    try:
+        deadline = time.monotonic() + 240
+        with httpx.Client(base_url=app.api, timeout=120) as client:
+            i = 0
+            while time.monotonic() < deadline:
+                _chat(client, ("auto", "smollm2-135m-instruct", "gemma3-270m")[i % 3], i)
+                i += 1
+                exported = _exported(app.base_url)
+                if {"tiergate_drift_score", "tiergate_shadow_requests_total",
+                        "tiergate_probe_requests_total"} <= exported and i >= 8:
+                    break
+        queries = all_queries()
+        _check_all(prom, queries, _data_queries(queries), deadline_s=90)
     finally:
         prom.close()
 
