@@ -7,10 +7,10 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import ValidationError
 from prometheus_client import generate_latest
+from pydantic import ValidationError
 
-from serve.telemetry.drift import DriftConfig, DriftMonitor, calibration_size
+from serve.telemetry.drift import DriftConfig, DriftMonitor, calibrate, calibration_size, method
 from serve.telemetry.features import counts_for_drift, row_from_record
 from serve.telemetry.reference import Reference
 from serve.telemetry.synthetic import TrafficShape, records
@@ -143,12 +143,9 @@ def test_failed_requests_are_not_traffic(reference):
 def test_thresholds_shrink_with_window_size(reference):
     config = DriftConfig(windows=({"name": "w", "seconds": 60},))
     monitor = DriftMonitor(CollectorRegistry(), reference, config)
-    small, large = [], []
-    for n, out in ((100, small), (2000, large)):
-        from serve.telemetry.drift import calibrate, method
-        out.append(calibrate(reference.profiles["prompt_tokens"], method("jensen_shannon"), n,
-                             chunks=100, sigmas=3.0, seed=0))
-    assert small[0] > 2 * large[0] > 0
+    small, large = (calibrate(reference.profiles["prompt_tokens"], method("jensen_shannon"), n,
+                              chunks=100, sigmas=3.0, seed=0) for n in (100, 2000))
+    assert small > 2 * large > 0
     assert monitor.pairs()[0] == ("prompt_tokens", "jensen_shannon")
     assert calibration_size(12345) == 12000 and calibration_size(99) == 99 and calibration_size(250) == 250
 
