@@ -19,17 +19,23 @@ from tests.deploy.prom_server import PrometheusServer
 from tests.deploy.queries import Query, all_queries, dashboard_queries, panels_without_unit, rule_queries
 
 
-def test_dashboards_are_fresh_and_have_units_and_a_datasource_variable():
-    import json
+def test_committed_dashboards_match_the_builder():
     import subprocess
     import sys
 
-    from tests.deploy.queries import DASHBOARDS
     from tests.deploy.promtool import ROOT
 
+    pytest.importorskip("grafana_foundation_sdk", reason="the dashboard builder needs grafana-foundation-sdk (dev extra)")
     result = subprocess.run([sys.executable, str(ROOT / "deploy" / "grafana" / "build.py"), "--check"],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_dashboards_have_units_and_a_datasource_variable():
+    import json
+
+    from tests.deploy.queries import DASHBOARDS
+
     assert {p.stem for p in DASHBOARDS} == {"tiergate-overview", "tiergate-latency", "tiergate-drift",
                                             "tiergate-brittleness", "tiergate-vllm"}
     assert panels_without_unit() == []
