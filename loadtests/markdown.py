@@ -68,6 +68,26 @@ def _verdicts(r: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _per_class(r: dict[str, Any]) -> list[str]:
+    """Per class and policy at the lowest rate: share meeting every budget and cost per 1k requests."""
+    runs = [s for s in r["sweep"] if "skipped" not in s and s["level"] == min(r["meta"]["rates"])]
+    if not runs:
+        return []
+    policies = [s["policy"] for s in sorted(runs, key=lambda s: r["meta"]["policies"].index(s["policy"]))]
+    by = {s["policy"]: s for s in runs}
+    lines = [f"At {min(r['meta']['rates']):g} req/s; each cell: share meeting every budget, cost per 1,000 requests "
+             "(USD), the models that answered.", "",
+             "| class | " + " | ".join(policies) + " |", "|---|" + "---|" * len(policies)]
+    for klass in sorted(by[policies[0]]["per_class"]):
+        cells = []
+        for p in policies:
+            c = by[p]["per_class"].get(klass)
+            cells.append("–" if not c else f"{_pct(c['budget_met_rate'])}, {_usd(c['cost_per_1k_requests_usd'])}, "
+                                           f"{_mix(c['routing_mix'])}")
+        lines.append(f"| {klass} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _capacity(r: dict[str, Any]) -> list[str]:
     lines = ["| policy | highest rate with >= 99% meeting every budget | highest rate with >= 99% within the "
              "latency budget |", "|---|---|---|"]
@@ -108,6 +128,7 @@ def render(r: dict[str, Any], pngs: list[str]) -> str:
             "budget its class sets: latency on the client's end-to-end time, cost on the returned usage times the "
             "pool's prices, quality on the gateway's predicted quality for the model that answered.", ""]
     out += _verdicts(r)
+    out += ["## Per class", ""] + _per_class(r)
     out += ["## Load sweep", ""] + _sweep(r) + ["## Highest rate within budget", ""] + _capacity(r)
     if r.get("overhead"):
         out += ["## Gateway overhead", ""] + _overhead(r["overhead"])
