@@ -114,6 +114,8 @@ class RoutingDefaults(Frozen):
     max_cost_usd: float | None = Field(default=None, gt=0)
     strict: bool = False
     latency_quantile: float = Field(default=0.9, ge=0.5, lt=1.0)
+    cascade: bool = Field(default=False, description="answer with the cheap model, escalate when its confidence "
+                          "is below the profile's calibrated threshold (needs a quality_profile)")
 
     def budget(self) -> Budget:
         return Budget(self.max_latency_ms, self.min_quality, self.max_cost_usd, self.strict)

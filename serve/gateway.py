@@ -13,14 +13,25 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
 
-from router import Budget, Decision, LatencyModel, ModelLoad, Observation, RouteRequest, Router, merge_budget
+from router import (
+    Budget,
+    Decision,
+    LatencyModel,
+    ModelLoad,
+    Observation,
+    RouteReason,
+    RouteRequest,
+    Router,
+    merge_budget,
+)
 from router.admission import Capacity, Priority, admit
 from router.breaker import BreakerPolicy, CircuitBreakers
+from router.cascade import should_escalate, with_cascade
 from router.errors import (
     DeadlineExceededError,
     EngineError,
@@ -109,6 +120,10 @@ class Call:
     key_name: str = ""
     failovers: list[str] = field(default_factory=list)
     reserved: bool = False  # admission already counted this call in its model's in-flight
+    cascade: bool = False
+    cascade_from: str = ""  # the cheap model whose answer was not confident enough
+    cascade_confidence: float | None = None
+    cascade_cost_usd: float = 0.0
     route_class: str = ""
     # filled in while running
     ttft_s: float | None = None
@@ -130,7 +145,8 @@ class Call:
 
 class Gateway:
     def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
-                 sink: RecordSink, *, clock: Callable[[], float] = time.perf_counter) -> None:
+                 sink: RecordSink, *, clock: Callable[[], float] = time.perf_counter,
+                 cascade_thresholds: Mapping[str, float] | None = None) -> None:
         missing = sorted(set(m.name for m in pool.models) - set(clients))
         if missing:
             raise ValueError(f"no client for model(s) {', '.join(missing)}")
@@ -149,6 +165,7 @@ class Gateway:
         self.capacity = {m.name: Capacity(slots=m.replicas * m.max_ongoing_requests,
                                           queue=m.replicas * max(0, m.max_queued_requests)) for m in pool.models}
         self.failover_count: dict[tuple[str, str], int] = {}
+        self.cascade_thresholds = dict(cascade_thresholds or {})
         self._max_price = max(pool.models, key=lambda m: m.price.output_per_mtok + m.price.input_per_mtok)
 
     # ------------------------------------------------------------------ routing
@@ -178,7 +195,11 @@ class Gateway:
         route_req = RouteRequest(prompt=text, prompt_tokens=estimate_tokens(text), max_tokens=max_tokens,
                                  budget=budget, pinned_model=pinned, allowed_models=allowed_models)
         generation = self._generation(req, max_tokens)
-        decision = self._admit(self.router.decide(route_req, self.loads(), quality), priority)
+        decision = self.router.decide(route_req, self.loads(), quality)
+        cascade = req.routing.cascade if req.routing and req.routing.cascade is not None else self.pool.routing.cascade
+        if cascade:
+            decision = with_cascade(decision, self.cascade_thresholds)
+        decision = self._admit(decision, priority)
         now = self.clock()
         return Call(
             request_id=("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex[:24],
@@ -186,6 +207,7 @@ class Gateway:
             budget=budget, stream=req.stream, include_usage=req.include_usage(), created=int(time.time()),
             started=t0, deadline=t0 + limits.request_timeout_s, decision_s=now - t0, route_request=route_req,
             quality=quality, priority=priority, key_name=key_name, reserved=True,
+            cascade=decision.escalate_to is not None,
         )
 
     def _admit(self, decision: Decision, priority: Priority) -> Decision:
@@ -226,6 +248,10 @@ class Gateway:
     async def run(self, call: Call) -> AsyncIterator[Chunk]:
         """Stream the chosen model's chunks, failing over before the first token; always records."""
         try:
+            if call.cascade:
+                async for chunk in self._cascade(call):
+                    yield chunk
+                return
             while True:
                 model = call.model
                 try:
@@ -252,6 +278,45 @@ class Gateway:
         finally:
             call.e2e_s = self.clock() - call.started
             self.sink(self.record(call))
+
+    async def _cascade(self, call: Call) -> AsyncIterator[Chunk]:
+        """Answer with the cheap model; keep its answer if confident enough, else escalate.
+
+        The cheap answer is buffered (the caller must not see an answer that may be replaced),
+        and both calls are charged to the request.
+        """
+        cheap, target = call.model, call.decision.escalate_to
+        threshold = call.decision.escalate_below_confidence
+        assert target is not None and threshold is not None
+        wanted = call.generation
+        call.generation = replace(wanted, sampling=replace(wanted.sampling, logprobs=True))
+        try:
+            chunks = [c async for c in self._attempt(call, cheap)]
+        except _Failover as fo:
+            chunks, call.cascade_confidence = [], None
+            call.failovers.append(cheap)
+            if len(call.failovers) > self.pool.failover.max_retries:
+                raise fo.error from None
+        finally:
+            call.generation = wanted
+        if chunks:
+            call.cascade_confidence = self.mean_logprob(call)
+            if not should_escalate(call.cascade_confidence, threshold):
+                for chunk in chunks:
+                    yield chunk if wanted.sampling.logprobs else replace(chunk, logprobs=())
+                return
+            call.cascade_from = cheap
+            call.cascade_cost_usd = self.router.card(cheap).price.cost(call.prompt_tokens, call.completion_tokens)
+        pred = next((c for c in call.decision.candidates if c.model == target), call.decision.prediction)
+        call.decision = Decision(
+            model=target, reason=RouteReason.CASCADE, prediction=pred, budget_met=pred.feasible,
+            explanation=(f"escalated from {cheap}: mean token logprob {call.cascade_confidence:.3f} below its "
+                         f"calibrated threshold {threshold:.3f}" if chunks else f"escalated: {cheap} failed"),
+            candidates=call.decision.candidates)
+        call.ttft_s, call.prompt_tokens, call.completion_tokens = None, 0, 0
+        call.text_len, call.logprob_sum, call.logprob_n, call.finish_reason = 0, 0.0, 0, ""
+        async for chunk in self._attempt(call, target):
+            yield chunk
 
     def _next_model(self, call: Call, failed: str) -> Decision | None:
         if len(call.failovers) >= self.pool.failover.max_retries or call.route_request is None:
@@ -336,7 +401,7 @@ class Gateway:
     # ------------------------------------------------------------------ accounting
     def cost(self, call: Call) -> float:
         card = self.router.card(call.model)
-        return card.price.cost(call.prompt_tokens, call.completion_tokens)
+        return card.price.cost(call.prompt_tokens, call.completion_tokens) + call.cascade_cost_usd
 
     def mean_logprob(self, call: Call) -> float | None:
         return call.logprob_sum / call.logprob_n if call.logprob_n else None

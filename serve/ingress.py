@@ -19,7 +19,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router.admission import Priority
-from router.errors import InvalidRequestError, RequestTooLargeError, TiergateError
+from router.errors import ConfigError, InvalidRequestError, RequestTooLargeError, TiergateError
 from router.quality import PriorQuality, QualityPredictor
 from serve.api import responses as R
 from serve.api.errors import HttpError, from_exception
@@ -106,11 +106,12 @@ class IngressCore:
     health_interval_s = 2.0
 
     def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
-                 telemetry: Any = None, authenticator: Authenticator | None = None) -> None:
+                 telemetry: Any = None, authenticator: Authenticator | None = None,
+                 cascade_thresholds: Mapping[str, float] | None = None) -> None:
         self.pool = pool
         self._buffer: list[RequestRecord] = []
         self.telemetry = telemetry
-        self.gateway = Gateway(pool, clients, quality, self._buffer.append)
+        self.gateway = Gateway(pool, clients, quality, self._buffer.append, cascade_thresholds=cascade_thresholds)
         self.auth = authenticator if authenticator is not None else Authenticator(load_keys(pool.auth))
         self.quotas = Quotas()
         self._tasks: list[asyncio.Task[None]] = []
@@ -265,12 +266,16 @@ class IngressCore:
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-def load_quality(pool: PoolConfig) -> QualityPredictor:
+def load_quality(pool: PoolConfig) -> tuple[QualityPredictor, dict[str, float]]:
+    """The pool's quality predictor and cascade thresholds: its calibrated profile, or the priors."""
     if pool.quality_profile:
-        from serve.quality_profile import load_quality_profile
+        from serve.quality_profile import load_quality as load_profile
 
-        return load_quality_profile(pool.quality_profile, [m.name for m in pool.models])
-    return PriorQuality({m.name: m.prior_quality for m in pool.models})
+        loaded = load_profile(pool.quality_profile, [m.name for m in pool.models])
+        return loaded.predictor, loaded.cascade_thresholds
+    if pool.routing.cascade:
+        raise ConfigError("routing.cascade needs a quality_profile with calibrated cascade thresholds")
+    return PriorQuality({m.name: m.prior_quality for m in pool.models}), {}
 
 
 @serve.deployment
@@ -279,7 +284,8 @@ class Ingress:
     def __init__(self, pool: dict, models: dict, telemetry: Any) -> None:
         config = PoolConfig.model_validate(pool)
         clients = {name: HandleClient(handle) for name, handle in models.items()}
-        self.core = IngressCore(config, clients, load_quality(config), telemetry)
+        quality, thresholds = load_quality(config)
+        self.core = IngressCore(config, clients, quality, telemetry, cascade_thresholds=thresholds)
         self.core.start_background()
 
     @app.post("/v1/chat/completions", openapi_extra=_body(ChatCompletionRequest))

@@ -44,6 +44,8 @@ def tiergate_info(gw: Gateway, call: Call) -> dict[str, Any]:
         "predicted_quality": round(p.quality, 4), "cost_usd": gw.cost(call),
         "budget_met": gw.budget_met(call) if call.status == 200 else False,
         "unmet": list(call.decision.unmet),
+        "cascade": ({"escalated_from": call.cascade_from or None, "confidence": call.cascade_confidence}
+                    if call.cascade else None),
         "candidates": [
             {"model": c.model, "predicted_latency_ms": round(c.latency_ms, 1),
              "predicted_quality": round(c.quality, 4), "predicted_cost_usd": c.cost_usd, "feasible": c.feasible}
@@ -66,6 +68,8 @@ def decision_headers(gw: Gateway, call: Call, *, final: bool) -> dict[str, str]:
         "x-tiergate-budget-met": "true" if met else "false",
         "x-tiergate-request-id": call.request_id,
         **({"x-tiergate-failover": ",".join(call.failovers)} if call.failovers else {}),
+        **({"x-tiergate-cascade": f"escalated-from={call.cascade_from}" if call.cascade_from else "kept"}
+           if final and call.cascade else {}),
     }
 
 

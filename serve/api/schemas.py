@@ -23,6 +23,7 @@ class RoutingOptions(BaseModel):
     min_quality: float | None = Field(default=None, ge=0, le=1)
     max_cost_usd: float | None = Field(default=None, gt=0, le=1_000)
     strict: StrictBool | None = None
+    cascade: StrictBool | None = None
 
 
 class StreamOptions(BaseModel):

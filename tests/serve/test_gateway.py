@@ -84,3 +84,40 @@ def test_budget_precedence_body_over_headers():
     assert budget_from(None, {}) is None
     with pytest.raises(InvalidRequestError, match="x-tiergate-max-cost-usd"):
         budget_from(None, {"x-tiergate-max-cost-usd": "-1"})
+
+
+async def _cascade_gateway(cheap_logprob: float):
+    p = pool()
+    records = []
+    clients = {}
+    for m in p.models:
+        args = FakeArgs(reply=f"answer from {m.name}", logprob=cheap_logprob if m.name == "cheap" else -0.05)
+        engine = FakeEngine(m, args)
+        await engine.start()
+        clients[m.name] = EngineClient(engine)
+    gw = Gateway(p, clients, PriorQuality({"cheap": 0.3, "dear": 0.8}), records.append,
+                 cascade_thresholds={"cheap": -1.0})
+    return gw, records
+
+
+async def test_cascade_escalates_unconfident_answers_and_charges_both():
+    gw, records = await _cascade_gateway(cheap_logprob=-3.0)
+    call = await gw.route("chat", chat(routing={"cascade": True}), {})
+    assert call.cascade and call.decision.escalate_to == "dear"
+    text = "".join(c.text for c in [c async for c in gw.run(call)])
+    assert text == "answer from dear"
+    assert call.model == "dear" and call.cascade_from == "cheap" and call.decision.reason.value == "cascade"
+    assert call.cascade_confidence == pytest.approx(-3.0)
+    dear_only = gw.router.card("dear").price.cost(call.prompt_tokens, call.completion_tokens)
+    assert gw.cost(call) > dear_only > 0  # both calls are charged
+    assert records[0].cost_usd == gw.cost(call)
+
+
+async def test_cascade_keeps_confident_answers_without_logprobs_leaking():
+    gw, _ = await _cascade_gateway(cheap_logprob=-0.2)
+    call = await gw.route("chat", chat(routing={"cascade": True}), {})
+    chunks = [c async for c in gw.run(call)]
+    assert "".join(c.text for c in chunks) == "answer from cheap" and call.model == "cheap"
+    assert not call.cascade_from and all(not c.logprobs for c in chunks)  # the caller asked for none
+    plain = await gw.route("chat", chat(), {})
+    assert not plain.cascade  # off unless the request or the pool asks for it
