@@ -9,6 +9,13 @@ VENV=${VENV:-.venv}
 stamp="$VENV/.tiergate-stamp"
 want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 
+# Prometheus and promtool (Debian's package) for the metrics, rules and dashboard tests
+if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing Debian's prometheus package (prometheus, promtool)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
+    >/dev/null 2>&1 || echo "bootstrap: could not install prometheus; its tests will skip"
+fi
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

@@ -44,7 +44,7 @@ def model_options(m: ModelConfig) -> dict[str, Any]:
 def build_app(args: dict[str, Any]) -> Application:
     pool = pool_from_args(args)
     models = {m.name: ModelServer.options(**model_options(m)).bind(m.model_dump(mode="json")) for m in pool.models}
-    telemetry = Telemetry.options(name="telemetry").bind()
+    telemetry = Telemetry.options(name="telemetry").bind(pool.monitoring.model_dump(mode="json"))
     ingress = Ingress.options(name="ingress", num_replicas=pool.ingress_replicas,
                               ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
     return ingress.bind(pool.model_dump(mode="json"), models, telemetry)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from router.errors import ConfigError
 from router.types import Budget, LatencyPrior, ModelCard, Price
+from serve.telemetry.monitoring import MonitoringConfig
 
 
 class Frozen(BaseModel):
@@ -152,6 +153,7 @@ class PoolConfig(Frozen):
     ingress_replicas: int = Field(default=1, ge=1)
     auth: AuthConfig = AuthConfig()
     failover: FailoverConfig = FailoverConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> PoolConfig:
@@ -199,7 +201,7 @@ def load_pool(path: str | Path) -> PoolConfig:
     except yaml.YAMLError as err:
         raise ConfigError(f"pool config {p} is not valid YAML: {err}") from None
     config = parse_pool(data, str(p))
+    update: dict[str, Any] = {"monitoring": config.monitoring.resolve_paths(p.parent)}
     if config.quality_profile and not Path(config.quality_profile).is_absolute():
-        resolved = (p.parent / config.quality_profile).resolve()
-        config = config.model_copy(update={"quality_profile": str(resolved)})
-    return config
+        update["quality_profile"] = str((p.parent / config.quality_profile).resolve())
+    return config.model_copy(update=update)

@@ -44,6 +44,7 @@ from serve.api.schemas import ChatCompletionRequest, CompletionRequest, RoutingO
 from serve.clients import ModelClient
 from serve.config import PoolConfig
 from serve.engines.base import Chunk, GenerationRequest, Message, SamplingParams
+from serve.telemetry.brittleness import looks_refused
 from serve.telemetry.records import RequestRecord
 
 BUDGET_HEADERS = {
@@ -93,6 +94,17 @@ def routing_text(req: ChatCompletionRequest | CompletionRequest) -> str:
     return "\n".join(users) if users else req.messages[-1].text()
 
 
+def route_class(pinned: bool, asked: Budget | None) -> str:
+    """A coarse traffic class from what the caller asked for: pinned, or which budgets it set."""
+    if pinned:
+        return "pinned"
+    if asked is None:
+        return "default"
+    set_ = [n for n, v in (("latency", asked.max_latency_ms), ("quality", asked.min_quality),
+                           ("cost", asked.max_cost_usd)) if v is not None]
+    return "+".join(set_) if set_ else "default"
+
+
 def estimate_tokens(text: str) -> int:
     """A cheap prompt-size estimate for routing; engines count exactly."""
     return max(1, (len(text.encode("utf-8")) + 3) // 4)
@@ -133,7 +145,7 @@ class Call:
     finish_reason: str = ""
     logprob_sum: float = 0.0
     logprob_n: int = 0
-    text_len: int = 0
+    text_parts: list[str] = field(default_factory=list)
     status: int = 200
     error_type: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +153,10 @@ class Call:
     @property
     def model(self) -> str:
         return self.decision.model
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
 
 
 class Gateway:
@@ -186,7 +202,8 @@ class Gateway:
             raise InvalidRequestError(f"max_tokens must be at most {limits.max_tokens_limit}, got {max_tokens}",
                                       param="max_tokens", code="invalid_value")
         max_tokens = max_tokens or limits.default_max_tokens
-        budget = merge_budget(budget_from(req.routing, headers), self.defaults)
+        asked = budget_from(req.routing, headers)
+        budget = merge_budget(asked, self.defaults)
         pinned = None if req.model == "auto" else req.model
         if pinned is not None:
             self.router.card(pinned)  # UnknownModelError (404) before any work
@@ -207,7 +224,7 @@ class Gateway:
             budget=budget, stream=req.stream, include_usage=req.include_usage(), created=int(time.time()),
             started=t0, deadline=t0 + limits.request_timeout_s, decision_s=now - t0, route_request=route_req,
             quality=quality, priority=priority, key_name=key_name, reserved=True,
-            cascade=decision.escalate_to is not None,
+            cascade=decision.escalate_to is not None, route_class=route_class(pinned is not None, asked),
         )
 
     def _admit(self, decision: Decision, priority: Priority) -> Decision:
@@ -314,7 +331,7 @@ class Gateway:
                          f"calibrated threshold {threshold:.3f}" if chunks else f"escalated: {cheap} failed"),
             candidates=call.decision.candidates)
         call.ttft_s, call.prompt_tokens, call.completion_tokens = None, 0, 0
-        call.text_len, call.logprob_sum, call.logprob_n, call.finish_reason = 0, 0.0, 0, ""
+        call.text_parts, call.logprob_sum, call.logprob_n, call.finish_reason = [], 0.0, 0, ""
         async for chunk in self._attempt(call, target):
             yield chunk
 
@@ -383,7 +400,8 @@ class Gateway:
             call.ttft_s = self.clock() - call.started
         call.prompt_tokens = max(call.prompt_tokens, chunk.prompt_tokens)
         call.completion_tokens = max(call.completion_tokens, chunk.completion_tokens)
-        call.text_len += len(chunk.text)
+        if chunk.text:
+            call.text_parts.append(chunk.text)
         for lp in chunk.logprobs:
             call.logprob_sum += lp.logprob
             call.logprob_n += 1
@@ -432,7 +450,8 @@ class Gateway:
             predicted_latency_ms=call.decision.prediction.latency_ms,
             budget_latency_met=outcome["latency"], budget_quality_met=outcome["quality"],
             budget_cost_met=outcome["cost"], finish_reason=call.finish_reason,
-            mean_logprob=self.mean_logprob(call), empty_output=call.status == 200 and call.text_len == 0,
+            mean_logprob=self.mean_logprob(call), empty_output=call.status == 200 and not call.text.strip(),
+            refused=call.status == 200 and looks_refused(call.text),
             decision_s=call.decision_s, key_name=call.key_name, failovers=tuple(call.failovers),
         )
 

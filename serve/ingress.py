@@ -30,6 +30,8 @@ from serve.config import PoolConfig
 from serve.engines.base import Chunk
 from serve.gateway import Call, Gateway, estimate_tokens, routing_text
 from serve.quotas import Quotas
+from serve.shadow import OutputChecks
+from serve.telemetry.tracing import GatewayTracer, build_tracer_provider, set_decision
 from serve.telemetry.records import RequestRecord
 
 log = logging.getLogger("tiergate.ingress")
@@ -107,11 +109,13 @@ class IngressCore:
 
     def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
                  telemetry: Any = None, authenticator: Authenticator | None = None,
-                 cascade_thresholds: Mapping[str, float] | None = None) -> None:
+                 cascade_thresholds: Mapping[str, float] | None = None, tracer: GatewayTracer | None = None) -> None:
         self.pool = pool
         self._buffer: list[RequestRecord] = []
         self.telemetry = telemetry
         self.gateway = Gateway(pool, clients, quality, self._buffer.append, cascade_thresholds=cascade_thresholds)
+        self.tracer = tracer if tracer is not None else GatewayTracer(build_tracer_provider())
+        self.checks = OutputChecks(pool, self.gateway, telemetry)
         self.auth = authenticator if authenticator is not None else Authenticator(load_keys(pool.auth))
         self.quotas = Quotas()
         self._tasks: list[asyncio.Task[None]] = []
@@ -164,17 +168,21 @@ class IngressCore:
     # ------------------------------------------------------------------ requests
     async def handle(self, endpoint: str, request: Request, model: type[BaseModel]) -> Response:
         key: ApiKey = ANONYMOUS
+        span = self.tracer.start_request(endpoint=endpoint, requested_model="", headers=request.headers)
         try:
             key = self.auth.authenticate(request.headers)
             data = await read_json(request, self.pool.limits.max_body_bytes)
-            body = model.model_validate(data)
-            size = estimate_tokens(routing_text(body)) + (body.requested_max_tokens()  # type: ignore[attr-defined]
+            body: Any = model.model_validate(data)
+            span.set_attribute("gen_ai.request.model", body.model)
+            size = estimate_tokens(routing_text(body)) + (body.requested_max_tokens()
                                                           or self.pool.limits.default_max_tokens)
             await self.quotas.admit(key, size)
-            call = await self.gateway.route(endpoint, body, request.headers,  # type: ignore[arg-type]
-                                            allowed_models=key.allowed_models(),
-                                            priority=self._priority(key, request.headers), key_name=key.name)
+            with self.tracer.routing_span(span) as route_span:
+                call = await self.gateway.route(endpoint, body, request.headers, allowed_models=key.allowed_models(),
+                                                priority=self._priority(key, request.headers), key_name=key.name)
+                set_decision(route_span, call.decision)
         except (TiergateError, ValidationError) as err:
+            self.tracer.finish_request(span, response_model=None, error=err)
             return self._reject(endpoint, err, key)
         stream = self.gateway.run(call)
         try:
@@ -182,21 +190,35 @@ class IngressCore:
         except StopAsyncIteration:
             first = Chunk(finish_reason="stop")
         except TiergateError as err:
+            self._done(call, key, span, err)
             return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
         if call.stream:
-            return StreamingResponse(self._sse(call, first, stream, key), media_type="text/event-stream",
+            return StreamingResponse(self._sse(call, first, stream, key, span), media_type="text/event-stream",
                                      headers={**R.decision_headers(self.gateway, call, final=False),
                                               "cache-control": "no-cache"})
         chunks = [first]
+        error: BaseException | None = None
         try:
             async for chunk in stream:
                 chunks.append(chunk)
         except TiergateError as err:
+            error = err
             return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
         finally:
-            self._charge(key, call)
+            self._done(call, key, span, error)
         return JSONResponse(R.full_body(self.gateway, call, chunks),
                             headers=R.decision_headers(self.gateway, call, final=True))
+
+    def _done(self, call: Call, key: ApiKey, span: Any, error: BaseException | None) -> None:
+        """After the answer: charge the key's tokens, end the trace, schedule brittleness checks."""
+        tokens = call.prompt_tokens + call.completion_tokens
+        if tokens and key is not ANONYMOUS:
+            asyncio.get_event_loop().create_task(self.quotas.charge_tokens(key, tokens))
+        self.tracer.finish_request(span, response_model=call.model, input_tokens=call.prompt_tokens,
+                                   output_tokens=call.completion_tokens, finish_reasons=[call.finish_reason],
+                                   response_id=call.request_id, error=error)
+        if error is None:
+            self.checks.schedule(call)
 
     def _priority(self, key: ApiKey, headers: Mapping[str, str]) -> Priority:
         """The key's priority class; the x-tiergate-priority header may lower it, never raise it."""
@@ -211,11 +233,6 @@ class IngressCore:
         rank = [Priority.LOW, Priority.NORMAL, Priority.HIGH]
         return min(asked, key.priority, key=rank.index)
 
-    def _charge(self, key: ApiKey, call: Call) -> None:
-        tokens = call.prompt_tokens + call.completion_tokens
-        if tokens and key is not ANONYMOUS:
-            asyncio.get_event_loop().create_task(self.quotas.charge_tokens(key, tokens))
-
     def _reject(self, endpoint: str, err: Exception, key: ApiKey = ANONYMOUS) -> JSONResponse:
         http = from_exception(err)
         self._buffer.append(RequestRecord(endpoint=endpoint, requested_model="", model="", route_reason="none",
@@ -223,7 +240,9 @@ class IngressCore:
                                           key_name="" if key is ANONYMOUS else key.name))
         return _error_response(http)
 
-    async def _sse(self, call: Call, first: Chunk, stream: AsyncIterator[Chunk], key: ApiKey) -> AsyncIterator[bytes]:
+    async def _sse(self, call: Call, first: Chunk, stream: AsyncIterator[Chunk], key: ApiKey,
+                   span: Any) -> AsyncIterator[bytes]:
+        error: BaseException | None = None
         try:
             event = R.stream_event(call, first, True)
             if event:
@@ -235,12 +254,14 @@ class IngressCore:
             if call.include_usage:
                 yield R.sse(R.usage_event(self.gateway, call))
         except TiergateError as err:
+            error = err
             yield R.sse(from_exception(err).body)
         except Exception as err:  # noqa: BLE001 - never truncate silently: end with an error event
+            error = err
             log.exception("stream failed")
             yield R.sse(error_body(f"stream failed: {type(err).__name__}", "server_error", None, "stream_error"))
         finally:
-            self._charge(key, call)
+            self._done(call, key, span, error)
         yield R.sse("[DONE]")
 
     def models(self) -> dict[str, Any]:

@@ -7,21 +7,49 @@ replicas.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from ray import serve
 
+from serve.telemetry.brittleness import Agreement, Perturbation
 from serve.telemetry.metrics import GatewayMetrics
+from serve.telemetry.monitoring import Monitoring, MonitoringConfig
 from serve.telemetry.records import RequestRecord
 
 
 class TelemetryCollector:
     """Plain-Python core of the telemetry deployment (testable without Ray)."""
 
-    def __init__(self) -> None:
+    def __init__(self, monitoring: dict[str, Any] | None = None) -> None:
         self.metrics = GatewayMetrics()
+        config = MonitoringConfig.model_validate(monitoring or {})
+        self.monitoring = Monitoring(self.metrics.registry, config, now=time.time())
 
     def record(self, records: list[RequestRecord]) -> None:
+        now = time.time()
         for rec in records:
             self.metrics.observe(rec)
+            self.monitoring.observe(rec, now)
+
+    # brittleness: the ingress asks before each shadow or probe call and reports after it
+    def plan_shadow(self, **kw: Any) -> bool:
+        return self.monitoring.brittleness.plan_shadow(**kw, now=time.time())
+
+    def record_shadow(self, **kw: Any) -> Agreement:
+        return self.monitoring.brittleness.record_shadow(**kw)
+
+    def record_shadow_error(self, **kw: Any) -> None:
+        self.monitoring.brittleness.record_shadow_error(**kw)
+
+    def plan_probe(self, **kw: Any) -> Perturbation | None:
+        return self.monitoring.brittleness.plan_probe(**kw, now=time.time())
+
+    def record_probe(self, **kw: Any) -> Agreement:
+        return self.monitoring.brittleness.record_probe(**kw)
+
+    def record_probe_error(self, **kw: Any) -> None:
+        self.monitoring.brittleness.record_probe_error(**kw)
 
     def set_ready(self, ready: dict[str, bool]) -> None:
         for model, ok in ready.items():
@@ -34,6 +62,7 @@ class TelemetryCollector:
             self.metrics.circuit_open.labels(model).set(1.0 if is_open else 0.0)
 
     def render(self) -> bytes:
+        self.monitoring.tick(time.time())
         return self.metrics.render()
 
 

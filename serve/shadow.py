@@ -1,0 +1,112 @@
+"""Brittleness checks off the request path: shadow comparisons and perturbation probes.
+
+After a request has been answered, the ingress hands its :class:`Call` here. On the sample the
+telemetry deployment grants (rate and cost capped there), the same request is re-asked of the
+strongest model (shadow) or a meaning-preserving perturbation of it is re-asked of the same
+model (probe), and the answers' agreement is reported back. Nothing here can delay or fail the
+caller's request: it runs after the answer was sent, and every failure is only counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Any
+
+from serve.config import PoolConfig
+from serve.engines.base import GenerationRequest, Message
+from serve.gateway import Call, Gateway
+
+log = logging.getLogger("tiergate.shadow")
+
+
+class OutputChecks:
+    def __init__(self, pool: PoolConfig, gateway: Gateway, telemetry: Any) -> None:
+        cfg = pool.monitoring.brittleness
+        self.enabled = cfg.enabled and telemetry is not None and len(pool.models) > 0
+        self.shadow_model = cfg.shadow_model or max(pool.models, key=lambda m: m.prior_quality).name
+        self.gateway = gateway
+        self.telemetry = telemetry
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def schedule(self, call: Call) -> None:
+        if not self.enabled or call.status != 200 or not call.text_parts:
+            return
+        task = asyncio.get_event_loop().create_task(self._run(call))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _est_cost(self, model: str, call: Call) -> float:
+        price = self.gateway.router.card(model).price
+        return price.cost(call.prompt_tokens, call.generation.sampling.max_tokens)
+
+    async def _answer(self, model: str, gen: GenerationRequest) -> str:
+        parts = [c.text async for c in self.gateway.clients[model].stream(gen)]
+        return "".join(parts)
+
+    async def _run(self, call: Call) -> None:
+        try:
+            await self._shadow(call)
+            await self._probe(call)
+        except Exception as err:  # noqa: BLE001 - checks must never surface
+            log.warning("brittleness check failed: %s", err)
+
+    async def _shadow(self, call: Call) -> None:
+        model, shadow = call.model, self.shadow_model
+        if model == shadow or shadow not in self.gateway.clients:
+            return
+        common = {"model": model, "route_class": call.route_class, "shadow_model": shadow}
+        if not await self.telemetry.plan_shadow.remote(**common, est_cost_usd=self._est_cost(shadow, call)):
+            return
+        gen = _greedy(call.generation)
+        try:
+            answer = await self._answer(shadow, gen)
+        except Exception:  # noqa: BLE001
+            await self.telemetry.record_shadow_error.remote(**common)
+            return
+        await self.telemetry.record_shadow.remote(
+            **common, predicted_quality=call.decision.prediction.quality, answer=call.text,
+            shadow_answer=answer, cost_usd=self._est_cost(shadow, call))
+
+    async def _probe(self, call: Call) -> None:
+        model = call.model
+        prompt = _user_text(call.generation)
+        perturbation = await self.telemetry.plan_probe.remote(
+            model=model, prompt=prompt, est_cost_usd=2 * self._est_cost(model, call))
+        if perturbation is None:
+            return
+        base = _greedy(call.generation)
+        try:
+            # compare greedy answers, so a flip is the perturbation's doing, not sampling noise
+            answer = call.text if call.generation.sampling.temperature == 0 else await self._answer(model, base)
+            probe_answer = await self._answer(model, _with_user_text(base, perturbation.text))
+        except Exception:  # noqa: BLE001
+            await self.telemetry.record_probe_error.remote(model=model, perturbation=perturbation.name)
+            return
+        await self.telemetry.record_probe.remote(model=model, perturbation=perturbation.name, answer=answer,
+                                                 probe_answer=probe_answer,
+                                                 cost_usd=2 * self._est_cost(model, call))
+
+
+def _greedy(gen: GenerationRequest) -> GenerationRequest:
+    sp = replace(gen.sampling, temperature=0.0, logprobs=False, top_logprobs=0)
+    return replace(gen, request_id=gen.request_id + "-check", sampling=sp)
+
+
+def _user_text(gen: GenerationRequest) -> str:
+    if gen.prompt is not None:
+        return gen.prompt
+    users = [m for m in gen.messages or () if m.role == "user"]
+    return users[-1].content if users else ""
+
+
+def _with_user_text(gen: GenerationRequest, text: str) -> GenerationRequest:
+    if gen.prompt is not None:
+        return replace(gen, prompt=text)
+    msgs = list(gen.messages or ())
+    for i in range(len(msgs) - 1, -1, -1):
+        if msgs[i].role == "user":
+            msgs[i] = Message("user", text)
+            break
+    return replace(gen, messages=tuple(msgs))
