@@ -1,10 +1,14 @@
 """The learned quality predictor: a calibrated small network per model on embedding + features.
 
-For each pool model, P(acceptable) = sigmoid(a * z + c) with the logit
-``z = w2 . relu(W1^T x + b1) + b2``, where ``x`` is the prompt's sentence embedding followed by
-its standardised cheap features (:mod:`router.quality.features`) and ``(a, c)`` is a Platt
-recalibration fitted on out-of-task predictions (see :mod:`router.quality.train`). Inference
-is two small matrix products: pure numpy, no I/O.
+For each pool model the network gives ``p_net = sigmoid(w2 . relu(W1^T x + b1) + b2)``, where
+``x`` is the prompt's sentence embedding followed by its standardised cheap features
+(:mod:`router.quality.features`). An optional *memory* of the training prompts adds a
+nearest-neighbour estimate ``p_knn`` (the mean outcome of the k most similar training
+prompts): the blend ``p = (1 - w) p_net + w p_knn`` is then recalibrated,
+``P(acceptable) = sigmoid(a * logit(p) + c)``, with ``(a, c)`` fitted on out-of-task
+predictions (see :mod:`router.quality.train`). The network generalises across tasks, the
+memory sharpens predictions near prompts it has seen. Inference is a few small matrix
+products: pure numpy, no I/O.
 """
 
 from __future__ import annotations
@@ -21,6 +25,26 @@ from router.quality.features import FEATURE_NAMES, feature_matrix
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
+@dataclass(frozen=True, eq=False)
+class Memory:
+    """Training prompts' embeddings (unit rows) and outcomes, for the nearest-neighbour term."""
+
+    embeddings: np.ndarray  # (rows, dim) float32
+    outcomes: np.ndarray  # (rows, models)
+    k: int
+    weight: float
+
+    def estimate(self, emb: np.ndarray) -> np.ndarray:
+        from router.quality.knn import knn_quality
+
+        return knn_quality(self.embeddings, self.outcomes, emb, self.k)
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +74,7 @@ class QualityParams:
     feature_mean: np.ndarray
     feature_scale: np.ndarray
     heads: tuple[Head, ...]
+    memory: Memory | None = None
 
     def __post_init__(self) -> None:
         width = self.dim + len(self.feature_names)
@@ -62,6 +87,10 @@ class QualityParams:
             raise ValueError("feature mean/scale do not match the feature names")
         if len({h.model for h in self.heads}) != len(self.heads):
             raise ValueError("one head per model")
+        if self.memory is not None and (self.memory.embeddings.shape[1:] != (self.dim,)
+                                        or self.memory.outcomes.shape != (self.memory.embeddings.shape[0],
+                                                                          len(self.heads))):
+            raise ValueError("memory embeddings/outcomes do not match the dimension and the models")
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -71,10 +100,17 @@ class QualityParams:
         return np.hstack([np.asarray(emb, dtype=np.float64),
                           (np.asarray(feats, dtype=np.float64) - self.feature_mean) / self.feature_scale])
 
+    def blend(self, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
+        """Uncalibrated P(acceptable): the network's, blended with the memory's estimate."""
+        x = self.design(emb, feats)
+        p = sigmoid(np.stack([h.logit(x) for h in self.heads], axis=1))
+        if self.memory is not None and self.memory.weight > 0:
+            p = (1 - self.memory.weight) * p + self.memory.weight * self.memory.estimate(emb)
+        return p
+
     def probabilities(self, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
         """Calibrated P(acceptable), shape (prompts, models)."""
-        x = self.design(emb, feats)
-        z = np.stack([h.logit(x) for h in self.heads], axis=1)
+        z = logit(self.blend(emb, feats))
         a = np.array([h.platt_scale for h in self.heads])
         c = np.array([h.platt_shift for h in self.heads])
         return sigmoid(a * z + c)

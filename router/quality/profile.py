@@ -8,6 +8,7 @@ the file, and building the encoder, is ``serve/quality_profile.py``'s job.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from router.errors import ProfileError
-from router.quality.learned import Head, QualityParams
+from router.quality.learned import Head, Memory, QualityParams
 
 PROFILE_FORMAT = "tiergate.quality-profile"
 PROFILE_VERSION = 1
@@ -78,10 +79,30 @@ class QualityProfile:
                        "hidden_weights": [_floats(row) for row in h.hidden_weights],
                        "hidden_bias": _floats(h.hidden_bias), "out_weights": _floats(h.out_weights),
                        "out_bias": h.out_bias} for h in p.heads],
+            "memory": None if p.memory is None else _memory_dict(p.memory),
             "cascade": [vars(c).copy() for c in self.cascade],
             "report": dict(self.report),
             "sources": list(self.sources),
         }
+
+
+def _memory_dict(m: Memory) -> dict[str, Any]:
+    # unit-length embeddings fit int8 at a scale of 127; outcomes keep float16 precision
+    emb = np.clip(np.round(np.asarray(m.embeddings) * 127.0), -127, 127).astype(np.int8)
+    return {"k": m.k, "weight": m.weight, "rows": int(emb.shape[0]),
+            "embeddings_int8": base64.b64encode(emb.tobytes()).decode("ascii"),
+            "outcomes_float16": base64.b64encode(np.asarray(m.outcomes, dtype="<f2").tobytes()).decode("ascii")}
+
+
+def _memory_from(d: Mapping[str, Any], dim: int, models: int, where: str) -> Memory:
+    rows = int(_need(d, "rows", int, where))
+    emb = np.frombuffer(base64.b64decode(_need(d, "embeddings_int8", str, where), validate=True), dtype=np.int8)
+    out = np.frombuffer(base64.b64decode(_need(d, "outcomes_float16", str, where), validate=True), dtype="<f2")
+    if emb.size != rows * dim or out.size != rows * models:
+        raise ValueError(f"memory holds {emb.size} / {out.size} values, expected {rows * dim} / {rows * models}")
+    return Memory(embeddings=emb.reshape(rows, dim).astype(np.float32) / 127.0,
+                  outcomes=out.reshape(rows, models).astype(np.float64),
+                  k=int(_need(d, "k", int, where)), weight=float(_need(d, "weight", (int, float), where)))
 
 
 def _floats(a: np.ndarray) -> list[float]:
@@ -129,11 +150,12 @@ def profile_from_dict(data: Any, source: str = "<inline>") -> QualityProfile:
             feature_names=tuple(_need(feats, "names", list, source)),
             feature_mean=np.asarray(_need(feats, "mean", list, source), dtype=np.float64),
             feature_scale=np.asarray(_need(feats, "scale", list, source), dtype=np.float64),
-            heads=heads)
+            heads=heads,
+            memory=_memory_from(data["memory"], spec.dim, len(heads), source) if data.get("memory") else None)
         cascade = tuple(CascadeThreshold(**c) for c in data.get("cascade") or ())
     except ProfileError:
         raise
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, base64.binascii.Error) as err:
         raise ProfileError(f"quality profile {source} is corrupt: {err}") from None
     listed = tuple(data.get("models") or ())
     if listed != params.models:

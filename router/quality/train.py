@@ -1,27 +1,40 @@
 """Fitting the learned quality predictor from replay outcomes (pure computation, no I/O).
 
-Per model, a one-hidden-layer network (scikit-learn's ``MLPClassifier``, L2-regularised, early
-stopping) on [embedding, standardised cheap features]. Outcomes may be fractional quality
+Per model, a one-hidden-layer network (scikit-learn's ``MLPClassifier``, L2-regularised, a
+fixed number of epochs) on [embedding, standardised cheap features]. Outcomes may be fractional quality
 scores in [0, 1]: each prompt then counts as a weighted positive and a weighted negative
-example. Out-of-task predictions come from cross-validation *grouped by task*, and a Platt
-recalibration is fitted on them, so the probabilities are calibrated for prompts of tasks
+example. The network's probability is blended half and half with a nearest-neighbour
+estimate from a memory of the training prompts (:class:`~router.quality.learned.Memory`).
+Out-of-task predictions of that blend come from cross-validation *grouped by task*, and a
+Platt recalibration is fitted on them, so the probabilities are calibrated for prompts of tasks
 the predictor has not seen. The reported expected calibration error (ECE) is cross-fitted:
 the recalibration applied to each half of the folds was fitted on the other half.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from router.quality.features import FEATURE_NAMES
-from router.quality.learned import Head, QualityParams, sigmoid
+from router.quality.learned import Head, Memory, QualityParams, logit, sigmoid
 from router.replay import expected_calibration_error
 
 HIDDEN = 64
 ALPHA = 1.0  # L2 penalty
+EPOCHS = 60
+LEARNING_RATE = 3e-3
+MEMORY_WEIGHT = 0.5
+MEMORY_K_MAX = 100
+MIN_TASKS_FOR_TASK_FOLDS = 20  # fewer tasks: whole-task folds leave too little alike to learn from
+
+
+def memory_k(rows: int) -> int:
+    """Neighbours for the memory term: a tenth of the training rows, between 5 and 100."""
+    return int(min(MEMORY_K_MAX, max(5, rows // 10)))
 
 
 @dataclass(frozen=True)
@@ -31,8 +44,11 @@ class FitReport:
     n_prompts: int
     n_tasks: int
     folds: int
+    folds_by: str
     hidden: int
     alpha: float
+    memory_k: int
+    memory_weight: float
     ece: dict[str, float] = field(default_factory=dict)  # cross-fitted, after recalibration
     ece_uncalibrated: dict[str, float] = field(default_factory=dict)
     mean_outcome: dict[str, float] = field(default_factory=dict)
@@ -40,8 +56,9 @@ class FitReport:
 
     def to_dict(self) -> dict[str, object]:
         r = lambda d: {k: round(v, 5) for k, v in d.items()}  # noqa: E731
-        return {"n_prompts": self.n_prompts, "n_tasks": self.n_tasks, "folds": self.folds,
-                "hidden": self.hidden, "alpha": self.alpha,
+        return {"n_prompts": self.n_prompts, "n_tasks": self.n_tasks, "folds": self.folds, "folds_by": self.folds_by,
+                "hidden": self.hidden, "alpha": self.alpha, "memory_k": self.memory_k,
+                "memory_weight": self.memory_weight,
                 "ece": r(self.ece), "ece_uncalibrated": r(self.ece_uncalibrated),
                 "mean_outcome": r(self.mean_outcome), "log_loss": r(self.log_loss)}
 
@@ -53,6 +70,7 @@ def _constant_head(model: str, width: int, rate: float, hidden: int) -> Head:
 
 def _soft_fit(model: str, x: np.ndarray, y: np.ndarray, hidden: int, alpha: float, seed: int) -> Head:
     """A network on soft labels y in [0, 1] (two weighted copies of each row), as a :class:`Head`."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
     xx = np.vstack([x, x])
@@ -61,8 +79,11 @@ def _soft_fit(model: str, x: np.ndarray, y: np.ndarray, hidden: int, alpha: floa
     keep = ww > 0
     if len(np.unique(yy[keep])) < 2 or len(y) < 20:  # one class, or too few to learn from
         return _constant_head(model, x.shape[1], float(y.mean()), hidden)
-    net = MLPClassifier((hidden,), alpha=alpha, early_stopping=True, max_iter=300, random_state=seed)
-    net.fit(xx[keep], yy[keep], sample_weight=ww[keep])
+    net = MLPClassifier((hidden,), alpha=alpha, max_iter=EPOCHS, learning_rate_init=LEARNING_RATE,
+                        random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed epoch budget, on purpose
+        net.fit(xx[keep], yy[keep], sample_weight=ww[keep])
     (w1, w2), (b1, b2) = net.coefs_, net.intercepts_
     return Head(model, w1.astype(np.float64), b1.astype(np.float64), w2[:, 0].astype(np.float64), float(b2[0]))
 
@@ -99,8 +120,29 @@ def _folds(groups: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
 
 def fit_quality(emb: np.ndarray, feats: np.ndarray, outcomes: np.ndarray, models: Sequence[str],
                 groups: Sequence[str], *, encoder_name: str, hidden: int = HIDDEN, alpha: float = ALPHA,
-                folds: int = 4, seed: int = 0) -> tuple[QualityParams, FitReport]:
-    """Fit one calibrated head per model. ``outcomes`` is (prompts, models) in [0, 1]."""
+                folds: int = 4, seed: int = 0, memory_weight: float = MEMORY_WEIGHT,
+                task_folds: bool | None = None) -> tuple[QualityParams, FitReport]:
+    """Fit one calibrated head per model. ``outcomes`` is (prompts, models) in [0, 1].
+
+    ``task_folds`` calibrates on predictions for unseen *tasks* (True) or unseen *prompts* of
+    seen tasks (False); None picks tasks when the data has at least 20 of them. A small
+    labelled set of a dozen tasks that stand for the traffic (the CPU pool's) wants prompt
+    folds; a broad benchmark that must carry over to new subjects wants task folds.
+
+    BLAS runs single-threaded meanwhile: these matrices are small, and on a shared 2-core
+    machine oversubscribed BLAS threads made fitting ten times slower.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _fit_quality(emb, feats, outcomes, models, groups, encoder_name=encoder_name, hidden=hidden,
+                            alpha=alpha, folds=folds, seed=seed, memory_weight=memory_weight,
+                            task_folds=task_folds)
+
+
+def _fit_quality(emb: np.ndarray, feats: np.ndarray, outcomes: np.ndarray, models: Sequence[str],
+                 groups: Sequence[str], *, encoder_name: str, hidden: int, alpha: float, folds: int,
+                 seed: int, memory_weight: float, task_folds: bool | None) -> tuple[QualityParams, FitReport]:
     emb = np.asarray(emb, dtype=np.float64)
     feats = np.asarray(feats, dtype=np.float64)
     y_all = np.clip(np.asarray(outcomes, dtype=np.float64), 0.0, 1.0)
@@ -114,18 +156,31 @@ def fit_quality(emb: np.ndarray, feats: np.ndarray, outcomes: np.ndarray, models
     scale = feats.std(axis=0)
     scale[scale < 1e-6] = 1.0
     x = np.hstack([emb, (feats - mean) / scale])
-    # folds of whole tasks when there are enough tasks; otherwise of prompts
-    keys = g if np.unique(g).size >= folds else np.arange(n).astype(str)
+    n_tasks = int(np.unique(g).size)
+    by_task = n_tasks >= MIN_TASKS_FOR_TASK_FOLDS if task_folds is None else task_folds
+    keys = g if by_task and n_tasks >= folds else np.arange(n).astype(str)
     k = min(folds, np.unique(keys).size)
     parts = _folds(keys, k, seed)
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+    def memory(rows: np.ndarray) -> Memory | None:
+        if memory_weight <= 0:
+            return None
+        return Memory(unit[rows].astype(np.float32), y_all[rows], memory_k(rows.size), memory_weight)
+
+    def blended(rows: np.ndarray, test: np.ndarray) -> np.ndarray:
+        hs = tuple(_soft_fit(name, x[rows], y_all[rows, j], hidden, alpha, seed) for j, name in enumerate(models))
+        params = QualityParams(encoder_name, emb.shape[1], FEATURE_NAMES, mean, scale, hs, memory(rows))
+        return params.blend(emb[test], feats[test])
+
     z_oof = np.zeros_like(y_all)
     for test in parts:
-        train = np.setdiff1d(np.arange(n), test)
-        for j, name in enumerate(models):
-            z_oof[test, j] = _soft_fit(name, x[train], y_all[train, j], hidden, alpha, seed).logit(x[test])
+        z_oof[test] = logit(blended(np.setdiff1d(np.arange(n), test), test))
 
     heads: list[Head] = []
-    report = FitReport(n_prompts=n, n_tasks=int(np.unique(g).size), folds=k, hidden=hidden, alpha=alpha)
+    report = FitReport(n_prompts=n, n_tasks=n_tasks, folds=k, folds_by="task" if keys is g else "prompt",
+                       hidden=hidden, alpha=alpha,
+                       memory_k=memory_k(n) if memory_weight > 0 else 0, memory_weight=memory_weight)
     half = np.isin(np.arange(n), np.concatenate(parts[::2]))
     for j, name in enumerate(models):
         y, z = y_all[:, j], z_oof[:, j]
@@ -139,11 +194,12 @@ def fit_quality(emb: np.ndarray, feats: np.ndarray, outcomes: np.ndarray, models
             a2, b2 = _platt(z[~side], y[~side])
             p_cf[side] = sigmoid(a2 * z[side] + b2)
         report.ece[name] = expected_calibration_error(p_cf, y)
-        report.ece_uncalibrated[name] = expected_calibration_error(sigmoid(z), y)
+        report.ece_uncalibrated[name] = expected_calibration_error(sigmoid(z), y)  # the raw blend
         report.log_loss[name] = _log_loss(p_cf, y)
         report.mean_outcome[name] = float(y.mean())
         final = _soft_fit(name, x, y, hidden, alpha, seed)
         heads.append(Head(name, final.hidden_weights, final.hidden_bias, final.out_weights, final.out_bias, a, b))
     params = QualityParams(encoder_name=encoder_name, dim=emb.shape[1], feature_names=FEATURE_NAMES,
-                           feature_mean=mean, feature_scale=scale, heads=tuple(heads))
+                           feature_mean=mean, feature_scale=scale, heads=tuple(heads),
+                           memory=memory(np.arange(n)))
     return params, report

@@ -68,18 +68,23 @@ def make_encoder(kind: str, out_dir: Path, max_chars: int | None) -> tuple[Encod
     return build_encoder(spec, out_dir, check=False), spec
 
 
+FOLDS = {"auto": None, "task": True, "prompt": False}
+
+
 def fit_profile(train: ReplaySet, encoder: Encoder, spec: EncoderSpec, *, cascade_target: float,
-                sources: Sequence[str] = (), emb: np.ndarray | None = None, seed: int = 0) -> QualityProfile:
+                sources: Sequence[str] = (), emb: np.ndarray | None = None, seed: int = 0,
+                folds_by: str = "auto") -> QualityProfile:
     if emb is None:
         emb = encode_all(encoder, train.prompts)
     params, report = fit_quality(emb, feature_matrix(train.prompts), train.outcomes, train.models, train.tasks,
-                                 encoder_name=spec.name, seed=seed)
+                                 encoder_name=spec.name, seed=seed, task_folds=FOLDS[folds_by])
     cascade: list[CascadeThreshold] = []
     for j, model in enumerate(train.models):
         known = ~np.isnan(train.confidence[:, j])
         if known.sum() >= 20:
-            cascade.append(calibrate_threshold(model, train.confidence[known, j], train.outcomes[known, j],
-                                               cascade_target))
+            t = calibrate_threshold(model, train.confidence[known, j], train.outcomes[known, j], cascade_target)
+            if t.escalation_rate < 1.0:  # a cascade that always escalates is no cascade: route up instead
+                cascade.append(t)
     return QualityProfile(encoder=spec, params=params, report=report.to_dict(), cascade=tuple(cascade),
                           sources=tuple(Path(s).name for s in sources))
 
@@ -90,11 +95,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     encoder, spec = make_encoder(args.encoder, out.parent, args.max_chars)
     profile = fit_profile(train, encoder, spec, cascade_target=args.cascade_target, sources=args.train,
-                          seed=args.seed)
+                          seed=args.seed, folds_by=args.folds_by)
     write_profile(profile, out)
     summary = {"profile": str(out), "models": list(profile.models), "encoder": spec.name,
                "n_prompts": len(train), "ece": profile.report.get("ece"),
-               "cascade": {c.model: round(c.threshold, 4) for c in profile.cascade},
+               "cascade": {c.model: {"threshold": round(c.threshold, 4), "escalation_rate": round(c.escalation_rate, 3),
+                                     "kept_quality": round(c.kept_quality, 3)} for c in profile.cascade},
                "seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(summary), file=sys.stdout)
     return 0
@@ -113,5 +119,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="truncate prompts to this many characters before embedding")
     p.add_argument("--cascade-target", type=float, default=0.8,
                    help="quality the answers a cascade keeps must reach (for models with confidences)")
+    p.add_argument("--folds-by", choices=sorted(FOLDS), default="auto",
+                   help="calibrate for unseen tasks or unseen prompts (auto: tasks when there are >= 20)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
