@@ -147,7 +147,7 @@ async def run_report(args: argparse.Namespace, base_url: str, out: Path) -> dict
                                           args.overhead_max_tokens)
     report = {
         "meta": {
-            "scenario": scenario.name, "scenario_file": str(args.scenario), "pool": str(args.pool),
+            "scenario": scenario.name, "scenario_file": _rel(args.scenario), "pool": _rel(args.pool),
             "gateway": base_url, "policies": names, "rates": sorted(rates), "requests_per_rate": n,
             "started_unix": round(started), "duration_s": round(time.time() - started, 1),
             "cpu_count": os.cpu_count(), "loadavg_start": [round(x, 2) for x in load_start],
@@ -177,6 +177,11 @@ def _scenario_digest(s: Scenario) -> dict[str, Any]:
             "classes": [{"name": c.name, "share": round(c.weight / total, 3), "endpoint": c.endpoint,
                          "stream": c.stream, "max_tokens": c.max_tokens, "budget": c.budget.routing(),
                          "prompts": len(c.prompts)} for c in s.classes]}
+
+
+def _rel(path: str) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def _git_commit() -> str | None:
