@@ -103,3 +103,20 @@ def test_live_stats_follow_the_scheduler_and_smooth_latencies():
     assert live.tpot_s == pytest.approx(0.02)
     live.record(None, None)
     assert live.running == 1
+
+
+def test_gpu_pool_validates_and_maps_to_vllm_args():
+    from pathlib import Path
+
+    from serve.config import load_pool
+
+    root = Path(__file__).resolve().parents[3]
+    pool = load_pool(root / "deploy" / "pools" / "gpu-qwen.yaml")
+    assert [m.engine for m in pool.models] == ["vllm", "vllm"]
+    small, large = sorted(pool.models, key=lambda m: m.price.output_per_mtok)
+    assert small.prior_quality < large.prior_quality
+    for m in pool.models:
+        assert m.quantization == "AWQ" and m.resources.num_gpus >= 1
+        kw = VllmEngine(m, VllmArgs.model_validate(m.engine_args)).engine_args(Path(m.weights.path))
+        assert kw["max_model_len"] == m.context_length and kw["quantization"] is None  # detected, then checked
+        assert kw["max_num_seqs"] <= m.max_ongoing_requests

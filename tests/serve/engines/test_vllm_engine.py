@@ -179,3 +179,17 @@ async def test_prompt_longer_than_the_context_is_rejected(engine):
         await collect(engine, completion("fox " * (CONTEXT * 2), max_tokens=4))
     await asyncio.sleep(0)
     assert (await engine.health()).ready
+
+
+async def test_gpu_pool_engine_args_are_accepted_by_vllm():
+    from pathlib import Path
+
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    from serve.config import load_pool
+
+    root = Path(__file__).resolve().parents[3]
+    for m in load_pool(root / "deploy" / "pools" / "gpu-qwen.yaml").models:
+        kwargs = VllmEngine(m, VllmArgs.model_validate(m.engine_args)).engine_args(Path(m.weights.path))
+        args = AsyncEngineArgs(**kwargs)  # an unknown or misspelt argument raises TypeError
+        assert args.max_model_len == m.context_length and args.served_model_name == [m.name]
