@@ -32,6 +32,14 @@ def q(expr: str, legend: str = "") -> prometheus.Dataquery:
     return target.legend_format(legend) if legend else target
 
 
+def ratio(part: str, whole: str, window: str, by: str = "") -> str:
+    """``part / whole`` of two counters' rates; 0 rather than no data while ``part`` has no series
+    yet (e.g. a model that never agreed with the shadow model, a gateway without errors)."""
+    agg = f"sum by ({by}) " if by else "sum "
+    return (f"({agg}(rate({part}[{window}])) or {agg}(rate({whole}[{window}])) * 0) "
+            f"/ {agg}(rate({whole}[{window}]))")
+
+
 def ts(title: str, unit: str, *targets: prometheus.Dataquery, desc: str = "", span: int = 12,
        stack: bool = False) -> timeseries.Panel:
     panel = timeseries.Panel().title(title).unit(unit).datasource(DS).span(span).height(8)
@@ -75,8 +83,8 @@ def overview() -> dash.Dashboard:
     d = d.with_row(dash.Row("Now"))
     d = d.with_panel(st("Requests per second", "reqps", q(f"sum(rate(tiergate_requests_total{{{MSEL}}}[{RI}]))")))
     d = d.with_panel(st("Error ratio", "percentunit",
-                        q(f'sum(rate(tiergate_requests_total{{{MSEL}, status=~"[45].."}}[{RI}])) '
-                          f"/ sum(rate(tiergate_requests_total{{{MSEL}}}[{RI}]))")))
+                        q(ratio(f'tiergate_requests_total{{{MSEL}, status=~"[45].."}}',
+                                f"tiergate_requests_total{{{MSEL}}}", RI))))
     d = d.with_panel(st("Savings against always-largest (1h)", "percentunit",
                         q(f"1 - sum(increase(tiergate_cost_usd_total{{{SEL}}}[1h])) "
                           f"/ sum(increase(tiergate_baseline_cost_usd_total{{{SEL}}}[1h]))"),
@@ -228,15 +236,15 @@ def brittleness() -> dash.Dashboard:
     d = d.with_row(dash.Row("Shadow comparison with the strongest model"))
     agree = f'outcome=~"agree|disagree"'
     d = d.with_panel(ts("Shadow agreement by model", "percentunit",
-                        q(f'sum by (model) (rate(tiergate_shadow_requests_total{{{MSEL}, outcome="agree"}}[1h])) '
-                          f"/ sum by (model) (rate(tiergate_shadow_requests_total{{{MSEL}, {agree}}}[1h]))",
+                        q(ratio(f'tiergate_shadow_requests_total{{{MSEL}, outcome="agree"}}',
+                                f"tiergate_shadow_requests_total{{{MSEL}, {agree}}}", "1h", "model"),
                           "{{model}}"), desc="SLO: 90 % of shadow comparisons agree."))
     d = d.with_panel(ts("Shadow outcomes", "short",
                         q(f"sum by (model, outcome) (increase(tiergate_shadow_requests_total{{{MSEL}}}[1h]))",
                           "{{model}} {{outcome}}"), desc="Per hour, caps included (rate_capped, cost_capped, busy)."))
     d = d.with_panel(ts("Shadow agreement by route class", "percentunit",
-                        q(f'sum by (route_class) (rate(tiergate_shadow_requests_total{{{MSEL}, outcome="agree"}}[1h]))'
-                          f" / sum by (route_class) (rate(tiergate_shadow_requests_total{{{MSEL}, {agree}}}[1h]))",
+                        q(ratio(f'tiergate_shadow_requests_total{{{MSEL}, outcome="agree"}}',
+                                f"tiergate_shadow_requests_total{{{MSEL}, {agree}}}", "1h", "route_class"),
                           "{{route_class}}")))
     d = d.with_panel(ts("Shadow disagreement SLO ratio", "percentunit",
                         q(f"tiergate:shadow_disagreement:ratio_rate1h{{{MSEL}}}", "1h {{model}}"),
@@ -246,9 +254,9 @@ def brittleness() -> dash.Dashboard:
                         q(f"tiergate:probe_flip:ratio_rate1h{{{MSEL}}}", "1h {{model}}"),
                         q(f"tiergate:probe_flip:ratio_rate7d{{{MSEL}}}", "baseline 7d {{model}}")))
     d = d.with_panel(ts("Probe flips by perturbation", "percentunit",
-                        q(f'sum by (model, perturbation) (rate(tiergate_probe_requests_total{{{MSEL}, outcome="flip"}}'
-                          f'[1h])) / sum by (model, perturbation) (rate(tiergate_probe_requests_total{{{MSEL}, '
-                          f'outcome=~"flip|stable"}}[1h]))', "{{model}} {{perturbation}}")))
+                        q(ratio(f'tiergate_probe_requests_total{{{MSEL}, outcome="flip"}}',
+                                f'tiergate_probe_requests_total{{{MSEL}, outcome=~"flip|stable"}}', "1h",
+                                "model, perturbation"), "{{model}} {{perturbation}}")))
     d = d.with_row(dash.Row("Calibration of the quality predictor"))
     d = d.with_panel(ts("Expected calibration error (1d)", "percentunit",
                         q(f"tiergate:calibration_ece:1d{{{MSEL}}}", "{{model}}")))

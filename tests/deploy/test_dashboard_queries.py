@@ -147,48 +147,86 @@ def test_every_query_against_the_live_gateway(tmp_path, gateway):
         prom.close()
 
 
+SMALL, LARGE = "smollm2-135m-instruct", "gemma3-270m"
+EVERY_REQUEST = {"rate": 1.0, "max_per_minute": 600, "burst": 100, "max_cost_usd_per_hour": None, "max_in_flight": 8}
+DRIFT_WINDOW_S = 8
+# Queries that cannot return data from this gateway, each with the reason:
+EXEMPT = {
+    # Embedding drift needs the prompt embedding in each RequestRecord; the gateway does not
+    # attach one yet (Gateway.record leaves prompt_embedding empty), so no series can exist.
+    # Drop this entry once the gateway embeds prompts for drift.
+    'feature="prompt_embedding"': "the gateway's records carry no prompt embedding",
+}
+
+
 def _monitored_pool(reference: str) -> dict:
     import yaml
 
     from tests.conftest import CPU_POOL
 
     pool = yaml.safe_load(CPU_POOL.read_text())
-    always = {"rate": 1.0, "max_per_minute": 600, "burst": 50, "max_in_flight": 4}
+    pool["name"] = "monitored"
+    pool["auth"] = {"enabled": False}
     pool["monitoring"] = {
-        "drift": {"reference": reference, "windows": [{"name": "15m", "seconds": 20}], "min_samples": 3},
-        "brittleness": {"shadow": always, "probe": always},
+        # one short tumbling window, so that windows close (and are scored) within the test; it
+        # keeps the label 15m that the drift alert selects
+        "drift": {"reference": reference, "windows": [{"name": "15m", "seconds": DRIFT_WINDOW_S}], "min_samples": 2,
+                  "calibration_chunks": 50},
+        "brittleness": {"shadow": EVERY_REQUEST, "probe": EVERY_REQUEST},
     }
     return pool
 
 
-@pytest.mark.e2e
-def test_every_query_against_the_live_gateway_with_monitoring(tmp_path, serve_cluster):
-    """With drift and brittleness monitoring on (short drift windows, every request shadowed and
-    probed), every non-vLLM query returns data from the live gateway."""
-    from serve.config import PoolConfig
+@pytest.fixture
+def monitored(tmp_path, serve_cluster):
+    """The CPU pool with drift and brittleness monitoring on, beside the main app; removed after."""
+    from ray import serve
+
     from serve.telemetry.features import counts_for_drift, row_from_record
     from serve.telemetry.reference import Reference
     from serve.telemetry.synthetic import TrafficShape, records
 
-    if "monitoring" not in PoolConfig.model_fields:
-        pytest.skip("the pool config has no monitoring section yet (serve/config.py)")
     ref = tmp_path / "reference.json"
-    Reference.build([row_from_record(r) for r in records(TrafficShape(), 400, seed=1) if counts_for_drift(r)]).save(ref)
-    app = serve_cluster.deploy("tiergate-monitored", {"pool_config": _monitored_pool(str(ref))}, "/monitored")
-    prom = _scrape(tmp_path, app.base_url)
+    rows = [row_from_record(r) for r in records(TrafficShape(models=(SMALL, LARGE)), 400, seed=1) if counts_for_drift(r)]
+    Reference.build(rows, source="generated traffic").save(ref)
+    app = serve_cluster.deploy("monitored", {"pool_config": _monitored_pool(str(ref))}, "/monitored")
     try:
-        deadline = time.monotonic() + 240
-        with httpx.Client(base_url=app.api, timeout=120) as client:
-            i = 0
-            while time.monotonic() < deadline:
-                _chat(client, ("auto", "smollm2-135m-instruct", "gemma3-270m")[i % 3], i)
-                i += 1
-                exported = _exported(app.base_url)
-                if {"tiergate_drift_score", "tiergate_shadow_requests_total",
-                        "tiergate_probe_requests_total"} <= exported and i >= 8:
-                    break
+        yield app
+    finally:
+        serve.delete("monitored")
+
+
+@pytest.mark.e2e
+def test_every_query_against_the_live_gateway_with_monitoring(tmp_path, monitored):
+    """With drift and brittleness monitoring on (a short drift window, every request shadowed and
+    probed), every query parses and every non-vLLM query returns data from the live gateway,
+    rule expressions included, except the exemptions in ``EXEMPT`` (each with its reason).
+    Long-window rules (``[1d]``, ``[7d]``, ``[3d]``) need no exemption: ``rate``/``increase`` over
+    a long range return data as soon as the range holds two samples."""
+    prom = _scrape(tmp_path, monitored.base_url)
+    try:
+        with httpx.Client(base_url=monitored.api, timeout=120) as client:
+            # pinned to the cheap model (shadowed by the strongest, probed), routed, pinned to the
+            # strongest (probed only), and one unknown model (a 404 for the error panels)
+            for i, model in enumerate((SMALL, "auto", SMALL, LARGE, SMALL)):
+                _chat(client, model, i)
+            assert client.post("/chat/completions", json={"model": "no-such-model", "messages": [
+                {"role": "user", "content": "hi"}]}).status_code == 404
+        # a drift window closes at the next multiple of DRIFT_WINDOW_S; shadow and probe calls
+        # run after the answers: wait for all of them on /metrics
+        deadline = time.monotonic() + 90
+        needed = {"tiergate_drift_score", "tiergate_shadow_requests_total", "tiergate_probe_requests_total",
+                  "tiergate_calibration_requests_total"}
+        while not needed <= _exported(monitored.base_url) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert needed <= _exported(monitored.base_url)
         queries = all_queries()
-        _check_all(prom, queries, _data_queries(queries), deadline_s=90)
+        data = _data_queries(queries)
+        required = [q for q in data if not any(k in q.expr for k in EXEMPT)]
+        assert len(data) - len(required) <= 2, "exemptions must stay few: " + repr(
+            [q.where for q in data if q not in required])
+        assert len(required) >= 100
+        _check_all(prom, queries, required, deadline_s=60)
     finally:
         prom.close()
 
