@@ -122,7 +122,8 @@ def render(r: dict[str, Any], pngs: list[str]) -> str:
     out = [f"# tiergate benchmark report: {m['scenario']}", "",
            f"Gateway {m['gateway']}, pool `{m['pool']}`, commit {m['git_commit']}, {m['cpu_count']} CPUs "
            f"(load average {m['loadavg_start'][0]:.1f} at start, {m['loadavg_end'][0]:.1f} at end), "
-           f"{m['duration_s']:.0f} s of load.", "", "## Scenario", ""]
+           f"{m['duration_s']:.0f} s of load." + (f" Pool: {m['pool_note']}." if m.get("pool_note") else ""),
+           "", "## Scenario", ""]
     out += _scenario(r)
     out += ["## Budgets met per unit cost", "", "A request meets its budget when it is answered and meets every "
             "budget its class sets: latency on the client's end-to-end time, cost on the returned usage times the "

@@ -85,6 +85,8 @@ def verdicts(sweep: list[dict[str, Any]], router: str = "tiergate") -> list[dict
             return (s["budget_met_rate"] * s["requests"]) / s["cost_usd"] if s["cost_usd"] else 0.0
 
         others = {p: s for p, s in runs.items() if p != router}
+        if not others:  # every fixed policy was past its knee already: nothing to compare
+            continue
         out.append({
             "rate": rate,
             "router_met_per_usd": round(per_usd(mine), 1),

@@ -174,8 +174,10 @@ def test_summary_goodput_cost_and_capacity():
              {"policy": "x", "level": 2.0, "budget_met_rate": 0.9, "requests": 10, "cost_usd": 1.0},
              {"policy": "x", "level": 3.0, "budget_met_rate": 1.0, "requests": 10, "cost_usd": 1.0},
              {"policy": "tiergate", "level": 1.0, "budget_met_rate": 1.0, "requests": 10, "cost_usd": 0.5},
-             {"policy": "tiergate", "level": 2.0, "skipped": "saturated"}]
+             {"policy": "tiergate", "level": 2.0, "skipped": "saturated"},
+             {"policy": "tiergate", "level": 4.0, "budget_met_rate": 0.5, "requests": 10, "cost_usd": 1.0},
+             {"policy": "x", "level": 4.0, "skipped": "saturated"}]
     assert capacity(sweep, "budget_met_rate") == {"x": 1.0, "tiergate": 1.0}
     v = verdicts(sweep)
-    assert [x["rate"] for x in v] == [1.0] and v[0]["more_met_per_usd_than_every_fixed"]
+    assert [x["rate"] for x in v] == [1.0] and v[0]["more_met_per_usd_than_every_fixed"]  # 4.0: nothing to compare
     assert v[0]["router_met_per_usd"] == 20.0 and v[0]["fixed_met_per_usd"] == {"x": 10.0}
