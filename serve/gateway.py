@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -182,6 +183,7 @@ class Gateway:
                                           queue=m.replicas * max(0, m.max_queued_requests)) for m in pool.models}
         self.failover_count: dict[tuple[str, str], int] = {}
         self.cascade_thresholds = dict(cascade_thresholds or {})
+        self._quality_batcher = QualityBatcher(quality)
         self._max_price = max(pool.models, key=lambda m: m.price.output_per_mtok + m.price.input_per_mtok)
 
     # ------------------------------------------------------------------ routing
@@ -190,7 +192,7 @@ class Gateway:
                 for n in self.in_flight}
 
     async def predict_quality(self, text: str) -> dict[str, float]:
-        return (await asyncio.to_thread(self.quality.predict, [text]))[0]
+        return await self._quality_batcher.predict(text)
 
     async def route(self, endpoint: str, req: ChatCompletionRequest | CompletionRequest,
                     headers: Mapping[str, str], *, allowed_models: frozenset[str] | None = None,
@@ -454,6 +456,49 @@ class Gateway:
             refused=call.status == 200 and looks_refused(call.text),
             decision_s=call.decision_s, key_name=call.key_name, failovers=tuple(call.failovers),
         )
+
+
+class QualityBatcher:
+    """Runs quality prediction on one worker thread, batching the prompts that queue meanwhile.
+
+    Encoders are not thread-safe (tokenizers raise 'Already borrowed' when shared), and one
+    batched call costs about as much as a single one, so concurrent requests share it.
+    """
+
+    def __init__(self, predictor: QualityPredictor, max_batch: int = 64) -> None:
+        self.predictor = predictor
+        self.max_batch = max_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quality")
+        self._pending: list[tuple[str, asyncio.Future[dict[str, float]]]] = []
+        self._draining = False
+
+    async def predict(self, text: str) -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, float]] = loop.create_future()
+        self._pending.append((text, future))
+        if not self._draining:
+            self._draining = True
+            loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+                texts = [t for t, _ in batch]
+                try:
+                    results = await loop.run_in_executor(self._executor, self.predictor.predict, texts)
+                except Exception as err:  # noqa: BLE001 - every waiting request gets the error
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(err)
+                    continue
+                for (_, fut), result in zip(batch, results):
+                    if not fut.done():
+                        fut.set_result(result)
+        finally:
+            self._draining = False
 
 
 class _Failover(Exception):

@@ -167,6 +167,14 @@ class IngressCore:
 
     # ------------------------------------------------------------------ requests
     async def handle(self, endpoint: str, request: Request, model: type[BaseModel]) -> Response:
+        try:
+            return await self._handle(endpoint, request, model)
+        except Exception as err:  # noqa: BLE001 - a bug must still answer in the OpenAI error format
+            log.exception("unhandled error on %s", endpoint)
+            return _error_response(HttpError(500, error_body(f"internal error ({type(err).__name__})",
+                                                             "server_error", None, "internal_error")))
+
+    async def _handle(self, endpoint: str, request: Request, model: type[BaseModel]) -> Response:
         key: ApiKey = ANONYMOUS
         span = self.tracer.start_request(endpoint=endpoint, requested_model="", headers=request.headers)
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"tiergate: models did not become ready within {args.ready_timeout:g}s", file=sys.stderr)
         return 1
     print(f"tiergate: ready. OpenAI API: {base}/v1  metrics: {base}/metrics  health: {base}/health", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        from ray import serve
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started in the background, where SIGINT is ignored
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("tiergate: shutting down", flush=True)
+    from ray import serve
 
-        serve.shutdown()
+    serve.shutdown()
     return 0

@@ -121,3 +121,36 @@ async def test_cascade_keeps_confident_answers_without_logprobs_leaking():
     assert not call.cascade_from and all(not c.logprobs for c in chunks)  # the caller asked for none
     plain = await gw.route("chat", chat(), {})
     assert not plain.cascade  # off unless the request or the pool asks for it
+
+
+class _NotThreadSafe(PriorQuality):
+    """Fails like a shared tokenizer when two threads predict at once, and counts batches."""
+
+    def __init__(self) -> None:
+        super().__init__({"cheap": 0.3, "dear": 0.8})
+        self.busy = False
+        self.batches: list[int] = []
+
+    def predict(self, prompts):
+        import time
+
+        assert not self.busy, "Already borrowed"
+        self.busy = True
+        try:
+            time.sleep(0.02)
+            self.batches.append(len(prompts))
+            return super().predict(prompts)
+        finally:
+            self.busy = False
+
+
+async def test_quality_prediction_is_serialised_and_batched():
+    import asyncio
+
+    from serve.gateway import QualityBatcher
+
+    predictor = _NotThreadSafe()
+    batcher = QualityBatcher(predictor)
+    results = await asyncio.gather(*(batcher.predict(f"p{i}") for i in range(20)))
+    assert all(r == {"cheap": 0.3, "dear": 0.8} for r in results)
+    assert sum(predictor.batches) == 20 and len(predictor.batches) < 20  # queued prompts shared calls
