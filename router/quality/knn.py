@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+SMALL = 8
+
 
 def knn_quality(train_emb: np.ndarray, train_outcomes: np.ndarray, query_emb: np.ndarray,
                 k: int = 40, batch: int = 512) -> np.ndarray:
@@ -20,7 +22,10 @@ def knn_quality(train_emb: np.ndarray, train_outcomes: np.ndarray, query_emb: np
     kk = min(k, train.shape[0])
     out = np.empty((q.shape[0], y.shape[1]), dtype=np.float64)
     for start in range(0, q.shape[0], batch):
-        sims = q[start:start + batch] @ train.T
+        block = q[start:start + batch]
+        # a request's few rows: einsum, single-threaded by construction (BLAS would start threads
+        # that fight the engines' for the cores); many rows (replay, calibration): BLAS
+        sims = np.einsum("ij,kj->ik", block, train) if block.shape[0] <= SMALL else block @ train.T
         idx = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
         out[start:start + batch] = y[idx].mean(axis=1)
     return out

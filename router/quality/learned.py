@@ -21,6 +21,7 @@ import numpy as np
 from router.quality.base import QualityPredictor
 from router.quality.encoders import Encoder
 from router.quality.features import FEATURE_NAMES, feature_matrix
+from router.quality.knn import knn_quality
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -42,8 +43,6 @@ class Memory:
     weight: float
 
     def estimate(self, emb: np.ndarray) -> np.ndarray:
-        from router.quality.knn import knn_quality
-
         return knn_quality(self.embeddings, self.outcomes, emb, self.k)
 
 

