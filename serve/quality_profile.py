@@ -81,6 +81,14 @@ def fingerprint(directory: Path) -> str:
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
 
 
+def static_dim(directory: Path) -> int:
+    """Width of a static embedding table, read from its safetensors header."""
+    from safetensors import safe_open
+
+    with safe_open(str(directory / "model.safetensors"), framework="np") as f:
+        return int(f.get_slice("embeddings").get_shape()[1])
+
+
 def encoder_dir(spec: EncoderSpec, base: Path) -> Path:
     if spec.kind == "static":
         path = Path(spec.ref)

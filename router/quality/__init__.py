@@ -1,5 +1,7 @@
 """Quality prediction: the probability that a model's answer to a prompt is acceptable."""
 
 from router.quality.base import PriorQuality, QualityPredictor
+from router.quality.encoders import Encoder, FakeEncoder, LazyEncoder
+from router.quality.learned import LearnedQuality
 
-__all__ = ["PriorQuality", "QualityPredictor"]
+__all__ = ["Encoder", "FakeEncoder", "LazyEncoder", "LearnedQuality", "PriorQuality", "QualityPredictor"]

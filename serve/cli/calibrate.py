@@ -25,7 +25,14 @@ from router.quality.encoders import Encoder
 from router.quality.features import feature_matrix
 from router.quality.profile import CascadeThreshold, EncoderSpec, QualityProfile
 from router.quality.train import fit_quality
-from serve.quality_profile import SHIPPED_ENCODER, build_encoder, encode_all, encoder_spec, write_profile
+from serve.quality_profile import (
+    SHIPPED_ENCODER,
+    build_encoder,
+    encode_all,
+    encoder_spec,
+    static_dim,
+    write_profile,
+)
 
 ENCODER_KINDS = ("static", "sentence_transformers")
 DEFAULT_MAX_CHARS = 2000
@@ -58,9 +65,7 @@ def read_replay(paths: Sequence[str]) -> ReplaySet:
 def make_encoder(kind: str, out_dir: Path, max_chars: int | None) -> tuple[Encoder, EncoderSpec]:
     """The encoder to calibrate with, and its spec as a profile in ``out_dir`` records it."""
     if kind == "static":
-        probe = EncoderSpec("static", str(SHIPPED_ENCODER), 128, max_chars=max_chars)
-        dim = build_encoder(probe, out_dir, check=False).encode(["probe"]).shape[1]
-        spec = encoder_spec(kind, SHIPPED_ENCODER, out_dir, dim, max_chars)
+        spec = encoder_spec(kind, SHIPPED_ENCODER, out_dir, static_dim(SHIPPED_ENCODER), max_chars)
     elif kind == "sentence_transformers":
         spec = encoder_spec(kind, SHIPPED_ENCODER, out_dir, 384, max_chars)  # all-MiniLM-L6-v2: 384-d
     else:

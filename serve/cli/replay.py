@@ -53,7 +53,8 @@ def _split(train: ReplaySet, evals: ReplaySet, fraction: float | None, seed: int
     eval_ids = set(evals.ids)
     train = train.subset(np.array([i not in eval_ids for i in train.ids], dtype=bool))
     if len(train) == 0 or len(evals) == 0:
-        raise ConfigError("nothing left to train on or to evaluate after splitting")
+        raise ConfigError("nothing left to train on or to evaluate: eval prompts are never trained on, so to "
+                          "evaluate one file on itself hold out some of its tasks with --holdout-tasks")
     return train, evals, held
 
 
