@@ -8,7 +8,8 @@ estimate from a memory of the training prompts (:class:`~router.quality.learned.
 Out-of-task predictions of that blend come from cross-validation *grouped by task*, and a
 Platt recalibration is fitted on them, so the probabilities are calibrated for prompts of tasks
 the predictor has not seen. The reported expected calibration error (ECE) is cross-fitted:
-the recalibration applied to each half of the folds was fitted on the other half.
+the recalibration applied to each half of the folds was fitted on the other half; when that
+ECE is no better than the raw blend's (small sets), the raw blend is kept.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ HIDDEN = 64
 ALPHA = 1.0  # L2 penalty
 EPOCHS = 60
 LEARNING_RATE = 3e-3
-MEMORY_WEIGHT = 0.5
+MEMORY_WEIGHTS = (0.0, 0.25, 0.5, 0.75)  # chosen per profile by out-of-fold log loss
 MEMORY_K_MAX = 100
 MIN_TASKS_FOR_TASK_FOLDS = 20  # fewer tasks: whole-task folds leave too little alike to learn from
 
@@ -120,7 +121,7 @@ def _folds(groups: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
 
 def fit_quality(emb: np.ndarray, feats: np.ndarray, outcomes: np.ndarray, models: Sequence[str],
                 groups: Sequence[str], *, encoder_name: str, hidden: int = HIDDEN, alpha: float = ALPHA,
-                folds: int = 4, seed: int = 0, memory_weight: float = MEMORY_WEIGHT,
+                folds: int = 4, seed: int = 0, memory_weight: float | None = None,
                 task_folds: bool | None = None) -> tuple[QualityParams, FitReport]:
     """Fit one calibrated head per model. ``outcomes`` is (prompts, models) in [0, 1].
 
@@ -142,7 +143,8 @@ def fit_quality(emb: np.ndarray, feats: np.ndarray, outcomes: np.ndarray, models
 
 def _fit_quality(emb: np.ndarray, feats: np.ndarray, outcomes: np.ndarray, models: Sequence[str],
                  groups: Sequence[str], *, encoder_name: str, hidden: int, alpha: float, folds: int,
-                 seed: int, memory_weight: float, task_folds: bool | None) -> tuple[QualityParams, FitReport]:
+                 seed: int, memory_weight: float | None, task_folds: bool | None
+                 ) -> tuple[QualityParams, FitReport]:
     emb = np.asarray(emb, dtype=np.float64)
     feats = np.asarray(feats, dtype=np.float64)
     y_all = np.clip(np.asarray(outcomes, dtype=np.float64), 0.0, 1.0)
@@ -163,19 +165,31 @@ def _fit_quality(emb: np.ndarray, feats: np.ndarray, outcomes: np.ndarray, model
     parts = _folds(keys, k, seed)
     unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
-    def memory(rows: np.ndarray) -> Memory | None:
-        if memory_weight <= 0:
+    def memory(rows: np.ndarray, weight: float) -> Memory | None:
+        if weight <= 0:
             return None
-        return Memory(unit[rows].astype(np.float32), y_all[rows], memory_k(rows.size), memory_weight)
+        return Memory(unit[rows].astype(np.float32), y_all[rows], memory_k(rows.size), weight)
 
-    def blended(rows: np.ndarray, test: np.ndarray) -> np.ndarray:
-        hs = tuple(_soft_fit(name, x[rows], y_all[rows, j], hidden, alpha, seed) for j, name in enumerate(models))
-        params = QualityParams(encoder_name, emb.shape[1], FEATURE_NAMES, mean, scale, hs, memory(rows))
-        return params.blend(emb[test], feats[test])
-
-    z_oof = np.zeros_like(y_all)
+    # out-of-fold predictions of the network and of the memory, kept apart to choose the blend
+    p_net = np.zeros_like(y_all)
+    p_mem = np.zeros_like(y_all)
     for test in parts:
-        z_oof[test] = logit(blended(np.setdiff1d(np.arange(n), test), test))
+        rows = np.setdiff1d(np.arange(n), test)
+        hs = tuple(_soft_fit(name, x[rows], y_all[rows, j], hidden, alpha, seed) for j, name in enumerate(models))
+        net = QualityParams(encoder_name, emb.shape[1], FEATURE_NAMES, mean, scale, hs)
+        p_net[test] = net.blend(emb[test], feats[test])
+        mem = memory(rows, 1.0)
+        assert mem is not None
+        p_mem[test] = mem.estimate(emb[test])
+
+    def recalibrated_loss(w: float) -> float:
+        z = logit((1 - w) * p_net + w * p_mem)
+        return sum(_log_loss(sigmoid(a * z[:, j] + b), y_all[:, j])
+                   for j in range(len(models)) for a, b in [_platt(z[:, j], y_all[:, j])])
+
+    if memory_weight is None:
+        memory_weight = min(MEMORY_WEIGHTS, key=recalibrated_loss)
+    z_oof = logit((1 - memory_weight) * p_net + memory_weight * p_mem)
 
     heads: list[Head] = []
     report = FitReport(n_prompts=n, n_tasks=n_tasks, folds=k, folds_by="task" if keys is g else "prompt",
@@ -193,13 +207,16 @@ def _fit_quality(emb: np.ndarray, feats: np.ndarray, outcomes: np.ndarray, model
                 break
             a2, b2 = _platt(z[~side], y[~side])
             p_cf[side] = sigmoid(a2 * z[side] + b2)
-        report.ece[name] = expected_calibration_error(p_cf, y)
-        report.ece_uncalibrated[name] = expected_calibration_error(sigmoid(z), y)  # the raw blend
+        ece_cf, ece_raw = expected_calibration_error(p_cf, y), expected_calibration_error(sigmoid(z), y)
+        if ece_cf > ece_raw:  # recalibrating did not help out of fold (small sets): keep the raw blend
+            a, b, p_cf, ece_cf = 1.0, 0.0, sigmoid(z), ece_raw
+        report.ece[name] = ece_cf
+        report.ece_uncalibrated[name] = ece_raw
         report.log_loss[name] = _log_loss(p_cf, y)
         report.mean_outcome[name] = float(y.mean())
         final = _soft_fit(name, x, y, hidden, alpha, seed)
         heads.append(Head(name, final.hidden_weights, final.hidden_bias, final.out_weights, final.out_bias, a, b))
     params = QualityParams(encoder_name=encoder_name, dim=emb.shape[1], feature_names=FEATURE_NAMES,
                            feature_mean=mean, feature_scale=scale, heads=tuple(heads),
-                           memory=memory(np.arange(n)))
+                           memory=memory(np.arange(n), memory_weight))
     return params, report

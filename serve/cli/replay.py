@@ -100,7 +100,9 @@ def evaluate(train: ReplaySet, evals: ReplaySet, *, encoder_kind: str = "static"
         "quality": {m: round(float(y[:, i].mean()), 6) for i, m in zip(order, models)},
         "calibration": {"ece_eval": {m: round(expected_calibration_error(pred[:, i], y[:, i]), 5)
                                      for i, m in zip(order, models)},
-                        "ece_train_cv": profile.report.get("ece")},
+                        "ece_train_cv": profile.report.get("ece"),
+                        "memory_weight": profile.report.get("memory_weight"),
+                        "folds_by": profile.report.get("folds_by")},
         "encode_ms_per_prompt": round(1000 * encode_s / max(1, len(train) + len(evals)), 4),
     }
     curves: dict[str, list[list[float]]] = {}
