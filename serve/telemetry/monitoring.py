@@ -9,6 +9,8 @@ renders ``/metrics``.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from serve.telemetry.brittleness import AgreementScorer, BrittlenessConfig, BrittlenessMonitor
 from serve.telemetry.drift import DriftConfig, DriftMonitor
 from serve.telemetry.embedder import SentenceTransformerEmbedder, TextEmbedder
+from serve.telemetry.features import EMBEDDING_FEATURE, counts_for_drift
 from serve.telemetry.recorder import FeatureRecorder, RecorderConfig
 from serve.telemetry.records import RequestRecord
 from serve.telemetry.reference import Reference
@@ -56,8 +59,13 @@ class Monitoring:
         if reference is None and config.drift.enabled and config.drift.reference:
             reference = Reference.load(config.drift.reference)
         self.drift = DriftMonitor(registry, reference, config.drift) if reference and config.drift.enabled else None
-        if embedder is None and config.brittleness.enabled and _minilm_installed():
-            embedder = SentenceTransformerEmbedder()  # loads lazily, on the first long answer compared
+        drift_embeds = self.drift is not None and EMBEDDING_FEATURE in self.drift.reference.profiles
+        record_embeds = bool(config.recorder.path and config.recorder.include_embedding)
+        if embedder is None and (config.brittleness.enabled or drift_embeds or record_embeds) and _minilm_installed():
+            embedder = SentenceTransformerEmbedder()  # loads lazily, on first use
+        self.embedder = embedder
+        #: whether prompt texts passed to :meth:`observe_many` are embedded (for drift or the recording)
+        self.embeds_prompts = embedder is not None and (drift_embeds or record_embeds)
         scorer = AgreementScorer(embedder, similarity_threshold=config.brittleness.similarity_threshold,
                                  closed_max_words=config.brittleness.closed_max_words)
         self.brittleness = BrittlenessMonitor(registry, config.brittleness, scorer, now=now)
@@ -69,6 +77,30 @@ class Monitoring:
         self.brittleness.observe_output(record)
         if self.recorder is not None:
             self.recorder.record(record, prompt_text)
+
+    def observe_many(self, records: Sequence[RequestRecord], now: float,
+                     prompt_texts: Sequence[str | None] | None = None) -> None:
+        """:meth:`observe` for a batch. With ``prompt_texts`` (one per record, None where unknown),
+        answered requests get their prompt embedding, in one embedder call, when embedding drift
+        or the recording wants it; the texts themselves are kept nowhere (the recorder stores
+        them only when ``include_prompt_text`` is set)."""
+        texts = list(prompt_texts) if prompt_texts is not None else [None] * len(records)
+        if len(texts) != len(records):
+            raise ValueError(f"{len(records)} records but {len(texts)} prompt texts")
+        for rec, text in zip(self.with_embeddings(records, texts), texts, strict=True):
+            self.observe(rec, now, text)
+
+    def with_embeddings(self, records: Sequence[RequestRecord], texts: Sequence[str | None]) -> list[RequestRecord]:
+        out = list(records)
+        if not self.embeds_prompts or self.embedder is None:
+            return out
+        todo = [i for i, (rec, text) in enumerate(zip(out, texts, strict=True))
+                if text and not rec.prompt_embedding and counts_for_drift(rec)]
+        if todo:
+            vectors = self.embedder.embed([texts[i] for i in todo])
+            for i, vec in zip(todo, vectors, strict=True):
+                out[i] = replace(out[i], prompt_embedding=tuple(float(v) for v in vec))
+        return out
 
     def tick(self, now: float) -> None:
         if self.drift is not None:
