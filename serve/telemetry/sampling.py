@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import deque
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +31,8 @@ class SamplerConfig(BaseModel):
     burst: int = Field(default=5, ge=1, description="calls allowed at once above the sustained rate")
     max_cost_usd_per_hour: float | None = Field(default=1.0, ge=0.0, description="None = no cost cap")
     max_in_flight: int = Field(default=2, ge=1)
+    slot_timeout_s: float = Field(default=300.0, gt=0, description="an in-flight slot never released (its caller "
+                                  "died) is freed after this long")
 
 
 class TokenBucket:
@@ -65,7 +68,11 @@ class BudgetedSampler:
         self._rate = TokenBucket(config.burst, config.max_per_minute / 60.0, now)
         hourly = config.max_cost_usd_per_hour
         self._cost = None if hourly is None else TokenBucket(hourly, hourly / 3600.0, now)
-        self.in_flight = 0
+        self._slots: deque[float] = deque()  # start times of the calls in flight, oldest first
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._slots)
 
     def decide(self, est_cost_usd: float, now: float) -> str:
         """One of ``sampled`` (then call :meth:`done` when the call ends), ``unsampled``,
@@ -73,7 +80,9 @@ class BudgetedSampler:
         with self._lock:
             if self._rng.random() >= self.config.rate:
                 return UNSAMPLED
-            if self.in_flight >= self.config.max_in_flight:
+            while self._slots and now - self._slots[0] > self.config.slot_timeout_s:
+                self._slots.popleft()  # its caller never reported back
+            if len(self._slots) >= self.config.max_in_flight:
                 return BUSY
             if not self._rate.can_take(1.0, now):
                 return RATE_CAPPED
@@ -82,9 +91,10 @@ class BudgetedSampler:
             self._rate.take(1.0, now)
             if self._cost is not None:
                 self._cost.take(est_cost_usd, now)
-            self.in_flight += 1
+            self._slots.append(now)
             return SAMPLED
 
     def done(self) -> None:
         with self._lock:
-            self.in_flight = max(0, self.in_flight - 1)
+            if self._slots:
+                self._slots.popleft()

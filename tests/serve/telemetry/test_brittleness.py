@@ -96,6 +96,8 @@ def test_sampler_rate_cost_and_concurrency_caps():
     assert b.decide(0.0, 0.0) == "sampled" and b.decide(0.0, 0.0) == "busy"
     b.done()
     assert b.decide(0.0, 0.0) == "sampled"
+    # a caller that never reports back (its replica died) holds its slot only slot_timeout_s
+    assert b.decide(0.0, 299.0) == "busy" and b.decide(0.0, 301.0) == "sampled"
     rare = BudgetedSampler(SamplerConfig(rate=0.05, max_per_minute=1e6, burst=10_000, max_in_flight=10_000), seed=4)
     drawn = [rare.decide(0.0, 0.0) for _ in range(4000)].count("sampled")
     assert 140 < drawn < 260  # 5 % of 4000 = 200
