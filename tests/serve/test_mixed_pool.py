@@ -61,6 +61,14 @@ def mixed(serve_cluster, tiny_dir):
 
     gw = serve_cluster.deploy("mixed", {"pool_config": mixed_pool(tiny_dir)}, "/mixed", timeout=420)
     try:
+        # /health answers from a fresh poll, the router from the ingress's periodic one: wait until
+        # the router's view (exported as tiergate_model_ready) has both models up too
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready = _samples(httpx.get(f"{gw.base_url}/metrics", timeout=10).text, "tiergate_model_ready")
+            if all(ready.get(f'{{model="{m}"}}') == 1.0 for m in (TINY, SMALL)):
+                break
+            time.sleep(0.5)
         yield gw
     finally:
         serve.delete("mixed")
@@ -93,7 +101,7 @@ def test_models_and_health(mixed):
 def test_routed_requests_pick_by_budget(client, tokenizer):
     cheap = client.chat.completions.with_raw_response.create(model="auto", messages=Q, max_tokens=8, temperature=0)
     resp = cheap.parse()
-    assert cheap.headers["x-tiergate-model"] == resp.model == TINY
+    assert cheap.headers["x-tiergate-model"] == resp.model == TINY, dict(cheap.headers)
     assert cheap.headers["x-tiergate-route-reason"] == "cheapest_feasible"
     # usage comes from the vLLM engine's own tokenizer and chat template
     assert resp.usage.prompt_tokens == tiny_prompt_tokens(tokenizer, Q)
