@@ -184,6 +184,9 @@ class Gateway:
         self.failover_count: dict[tuple[str, str], int] = {}
         self.cascade_thresholds = dict(cascade_thresholds or {})
         self._quality_batcher = QualityBatcher(quality)
+        m = pool.monitoring  # send prompt text to telemetry only when embedding drift or the recorder needs it
+        self._send_text = (m.drift.enabled and m.drift.reference is not None) or bool(
+            m.recorder.path and (m.recorder.include_embedding or m.recorder.include_prompt_text))
         self._max_price = max(pool.models, key=lambda m: m.price.output_per_mtok + m.price.input_per_mtok)
 
     # ------------------------------------------------------------------ routing
@@ -455,6 +458,7 @@ class Gateway:
             mean_logprob=self.mean_logprob(call), empty_output=call.status == 200 and not call.text.strip(),
             refused=call.status == 200 and looks_refused(call.text),
             decision_s=call.decision_s, key_name=call.key_name, failovers=tuple(call.failovers),
+            prompt_text=call.route_request.prompt if self._send_text and call.route_request else None,
         )
 
 

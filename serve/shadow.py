@@ -42,7 +42,12 @@ class OutputChecks:
         return price.cost(call.prompt_tokens, call.generation.sampling.max_tokens)
 
     async def _answer(self, model: str, gen: GenerationRequest) -> str:
-        parts = [c.text async for c in self.gateway.clients[model].stream(gen)]
+        # counted in the model's in-flight load, so the router sees what checks cost it
+        self.gateway.in_flight[model] += 1
+        try:
+            parts = [c.text async for c in self.gateway.clients[model].stream(gen)]
+        finally:
+            self.gateway.in_flight[model] -= 1
         return "".join(parts)
 
     async def _run(self, call: Call) -> None:
@@ -72,8 +77,9 @@ class OutputChecks:
     async def _probe(self, call: Call) -> None:
         model = call.model
         prompt = _user_text(call.generation)
+        calls = 1 if call.generation.sampling.temperature == 0 else 2  # greedy answers are reused
         perturbation = await self.telemetry.plan_probe.remote(
-            model=model, prompt=prompt, est_cost_usd=2 * self._est_cost(model, call))
+            model=model, prompt=prompt, est_cost_usd=calls * self._est_cost(model, call))
         if perturbation is None:
             return
         base = _greedy(call.generation)
@@ -86,7 +92,7 @@ class OutputChecks:
             return
         await self.telemetry.record_probe.remote(model=model, perturbation=perturbation.name, answer=answer,
                                                  probe_answer=probe_answer,
-                                                 cost_usd=2 * self._est_cost(model, call))
+                                                 cost_usd=calls * self._est_cost(model, call))
 
 
 def _greedy(gen: GenerationRequest) -> GenerationRequest:

@@ -39,3 +39,7 @@ class RequestRecord:
     decision_s: float | None = None
     failovers: tuple[str, ...] = ()  # models that failed before this one answered
     prompt_embedding: tuple[float, ...] = field(default=(), repr=False)
+    # In memory only, and only when embedding drift or the recorder needs it: the telemetry
+    # deployment embeds it and drops it; it is never logged or written unless the recorder's
+    # include_prompt_text is set.
+    prompt_text: str | None = field(default=None, repr=False, compare=False)

@@ -8,6 +8,7 @@ replicas.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from ray import serve
@@ -30,7 +31,8 @@ class TelemetryCollector:
         now = time.time()
         for rec in records:
             self.metrics.observe(rec)
-            self.monitoring.observe(rec, now)
+        self.monitoring.observe_many([replace(r, prompt_text=None) for r in records], now,
+                                     [r.prompt_text for r in records])
 
     # brittleness: the ingress asks before each shadow or probe call and reports after it
     def plan_shadow(self, **kw: Any) -> bool:

@@ -14,6 +14,8 @@ import time
 import httpx
 import pytest
 
+from serve.telemetry.embedder import SentenceTransformerEmbedder
+
 from tests.deploy.metrics_target import SyntheticGateway, serve
 from tests.deploy.prom_server import PrometheusServer
 from tests.deploy.queries import Query, all_queries, dashboard_queries, panels_without_unit, rule_queries
@@ -151,12 +153,7 @@ SMALL, LARGE = "smollm2-135m-instruct", "gemma3-270m"
 EVERY_REQUEST = {"rate": 1.0, "max_per_minute": 600, "burst": 100, "max_cost_usd_per_hour": None, "max_in_flight": 8}
 DRIFT_WINDOW_S = 8
 # Queries that cannot return data from this gateway, each with the reason:
-EXEMPT = {
-    # Embedding drift needs the prompt embedding in each RequestRecord; the gateway does not
-    # attach one yet (Gateway.record leaves prompt_embedding empty), so no series can exist.
-    # Drop this entry once the gateway embeds prompts for drift.
-    'feature="prompt_embedding"': "the gateway's records carry no prompt embedding",
-}
+EXEMPT: dict[str, str] = {}  # every query must return data (embedding drift included)
 
 
 def _monitored_pool(reference: str) -> dict:
@@ -187,7 +184,8 @@ def monitored(tmp_path, serve_cluster):
     from serve.telemetry.synthetic import TrafficShape, records
 
     ref = tmp_path / "reference.json"
-    rows = [row_from_record(r) for r in records(TrafficShape(models=(SMALL, LARGE)), 400, seed=1) if counts_for_drift(r)]
+    rows = [row_from_record(r) for r in records(TrafficShape(models=(SMALL, LARGE)), 400, seed=1,
+                                                        embed=SentenceTransformerEmbedder().embed) if counts_for_drift(r)]
     Reference.build(rows, source="generated traffic").save(ref)
     app = serve_cluster.deploy("monitored", {"pool_config": _monitored_pool(str(ref))}, "/monitored")
     try:
