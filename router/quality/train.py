@@ -3,8 +3,9 @@
 Per model, a one-hidden-layer network (scikit-learn's ``MLPClassifier``, L2-regularised, a
 fixed number of epochs) on [embedding, standardised cheap features]. Outcomes may be fractional quality
 scores in [0, 1]: each prompt then counts as a weighted positive and a weighted negative
-example. The network's probability is blended half and half with a nearest-neighbour
-estimate from a memory of the training prompts (:class:`~router.quality.learned.Memory`).
+example. The network's probability is blended with a nearest-neighbour estimate from a memory
+of the training prompts (:class:`~router.quality.learned.Memory`), with the weight of
+:data:`MEMORY_WEIGHTS` that gives the lowest out-of-fold log loss.
 Out-of-task predictions of that blend come from cross-validation *grouped by task*, and a
 Platt recalibration is fitted on them, so the probabilities are calibrated for prompts of tasks
 the predictor has not seen. The reported expected calibration error (ECE) is cross-fitted:
