@@ -81,18 +81,23 @@ def test_stop_and_logprobs(client):
     assert all(len(tok.top_logprobs) == 2 for tok in content)
 
 
-def _candidates(gateway, **routing) -> dict[str, dict]:
+def _candidates(gateway, messages=Q, **routing) -> dict[str, dict]:
     r = httpx.post(f"{gateway.api}/chat/completions", timeout=120,
-                   json={"model": "auto", "messages": Q, "max_tokens": 32, "temperature": 0, "routing": routing})
+                   json={"model": "auto", "messages": messages, "max_tokens": 32, "temperature": 0,
+                         "routing": routing})
     assert r.status_code == 200, r.text
     return r, {c["model"]: c for c in r.json()["tiergate"]["candidates"]}
+
+
+# The learned profile predicts quality per prompt: the larger model is better at arithmetic and
+# comparisons, the small instruct model at short facts. The quality-floor test uses a prompt of the first kind.
+ARITHMETIC = [{"role": "user", "content": "What is 12 * 7?"}]
 
 
 def test_tight_latency_budget_routes_small_and_quality_floor_routes_large(gateway):
     _, cands = _candidates(gateway)
     small, large = cands[SMALL], cands[LARGE]
     assert small["predicted_latency_ms"] < large["predicted_latency_ms"]
-    assert small["predicted_quality"] < large["predicted_quality"]
     # Latency predictions move with every observation (live load), so each try sets the budget between the
     # latest predictions and checks the decision against the predictions that the same response reports.
     for _ in range(6):
@@ -105,8 +110,11 @@ def test_tight_latency_budget_routes_small_and_quality_floor_routes_large(gatewa
             break
     else:
         pytest.fail("latency predictions never left room for a budget between the two models")
+    _, cands = _candidates(gateway, messages=ARITHMETIC)
+    small, large = cands[SMALL], cands[LARGE]
+    assert small["predicted_quality"] < large["predicted_quality"], cands
     floor = (small["predicted_quality"] + large["predicted_quality"]) / 2
-    r, _ = _candidates(gateway, min_quality=floor)
+    r, _ = _candidates(gateway, messages=ARITHMETIC, min_quality=floor)
     assert r.json()["model"] == LARGE and r.headers["x-tiergate-model"] == LARGE
     assert r.headers["x-tiergate-route-reason"] == "cheapest_feasible"
     # an impossible latency budget, not strict: the closest (fastest) model answers, flagged
@@ -253,3 +261,28 @@ def test_gateway_still_serves_after_bad_input(gateway, client):
         _post(gateway, body, raw=raw)
     resp = client.chat.completions.create(model="auto", messages=Q, max_tokens=3)
     assert resp.choices[0].message.content is not None
+
+
+def test_cascade_with_the_calibrated_profile(gateway):
+    from serve.config import load_pool
+    from serve.quality_profile import load_quality
+    from tests.conftest import CPU_POOL
+
+    pool = load_pool(CPU_POOL)
+    threshold = load_quality(pool.quality_profile, [m.name for m in pool.models], warm=False) \
+        .cascade_thresholds[SMALL]
+    r = httpx.post(f"{gateway.api}/chat/completions", timeout=120,
+                   json={"model": "auto", "messages": ARITHMETIC, "max_tokens": 8, "temperature": 0,
+                         "routing": {"cascade": True}})
+    assert r.status_code == 200, r.text
+    info = r.json()["tiergate"]["cascade"]
+    confidence = info["confidence"]
+    assert confidence is not None and confidence <= 0
+    if confidence < threshold:  # not confident enough: the larger model answered, both calls charged
+        assert r.headers["x-tiergate-cascade"] == f"escalated-from={SMALL}"
+        assert r.json()["model"] == LARGE and r.headers["x-tiergate-route-reason"] == "cascade"
+        usage = r.json()["usage"]
+        own = (usage["prompt_tokens"] * 0.05 + usage["completion_tokens"] * 0.15) / 1e6  # gemma's prices
+        assert float(r.headers["x-tiergate-cost-usd"]) > own
+    else:
+        assert r.headers["x-tiergate-cascade"] == "kept" and r.json()["model"] == SMALL
