@@ -7,22 +7,30 @@ Used by ``tiergate serve``, by Ray's ``serve run``/``serve deploy`` with the con
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
 
 from router.errors import ConfigError
-from serve.config import ModelConfig, PoolConfig, load_pool, parse_pool
+from serve.config import ModelConfig, PoolConfig, load_pool, parse_pool, resolve_paths
 from serve.ingress import Ingress
 from serve.model_server import ModelServer
 from serve.telemetry.service import Telemetry
+
+
+# Relative paths in an inline pool (Helm's serveConfigV2) resolve against the folder that ships the
+# pool files: $TIERGATE_POOL_DIR in the images, else this checkout's deploy/pools.
+DEFAULT_POOL_DIR = Path(__file__).resolve().parents[1] / "deploy" / "pools"
 
 
 def pool_from_args(args: dict[str, Any]) -> PoolConfig:
     if "pool" in args and "pool_config" not in args:
         return load_pool(args["pool"])
     if "pool_config" in args and "pool" not in args:
-        return parse_pool(args["pool_config"], "pool_config")
+        base = Path(args.get("pool_dir") or os.environ.get("TIERGATE_POOL_DIR") or DEFAULT_POOL_DIR)
+        return resolve_paths(parse_pool(args["pool_config"], "pool_config"), base)
     raise ConfigError("application args need exactly one of 'pool' (a path) or 'pool_config' (a mapping)")
 
 

@@ -200,8 +200,12 @@ def load_pool(path: str | Path) -> PoolConfig:
         raise ConfigError(f"pool config {p} does not exist") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"pool config {p} is not valid YAML: {err}") from None
-    config = parse_pool(data, str(p))
-    update: dict[str, Any] = {"monitoring": config.monitoring.resolve_paths(p.parent)}
+    return resolve_paths(parse_pool(data, str(p)), p.parent)
+
+
+def resolve_paths(config: PoolConfig, base: Path) -> PoolConfig:
+    """Make the pool's relative file paths (profile, drift reference, recording) relative to ``base``."""
+    update: dict[str, Any] = {"monitoring": config.monitoring.resolve_paths(base)}
     if config.quality_profile and not Path(config.quality_profile).is_absolute():
-        update["quality_profile"] = str((p.parent / config.quality_profile).resolve())
+        update["quality_profile"] = str((base / config.quality_profile).resolve())
     return config.model_copy(update=update)
