@@ -69,3 +69,16 @@ def test_engine_args_are_validated():
         cls.Args.model_validate({"n_threads": 0})
     with pytest.raises(Exception, match="extra"):
         cls.Args.model_validate({"flash": True})
+
+
+def test_inline_pool_paths_resolve_against_the_pool_dir(tmp_path, monkeypatch):
+    from serve.app import DEFAULT_POOL_DIR, pool_from_args
+
+    inline = copy.deepcopy(BASE)
+    assert pool_from_args({"pool_config": inline}).quality_profile == str(
+        (DEFAULT_POOL_DIR / inline["quality_profile"]).resolve())
+    monkeypatch.setenv("TIERGATE_POOL_DIR", str(tmp_path / "pools"))
+    assert pool_from_args({"pool_config": inline}).quality_profile == str(
+        (tmp_path / "pools" / inline["quality_profile"]).resolve())
+    with pytest.raises(ConfigError, match="exactly one"):
+        pool_from_args({"pool": str(CPU_POOL), "pool_config": inline})
