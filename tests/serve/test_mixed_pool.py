@@ -46,8 +46,10 @@ def mixed_pool(tiny_dir: str) -> dict:
         "engine_args": {"dtype": "float32", "enforce_eager": True, "kv_cache_memory_gb": 0.25,
                         "cpu_omp_threads_bind": "nobind"},
     }
-    # the CPU pool's routing, limits, auth and failover settings, with the two models
-    return {**cpu, "name": "mixed", "models": [smollm2, tiny]}
+    # the CPU pool's routing, limits, auth and failover settings, with the two models; no quality
+    # profile (the CPU pool's is calibrated for its own models), so the router uses the priors
+    shared = {k: cpu[k] for k in ("routing", "limits", "auth", "failover") if k in cpu}
+    return {**shared, "name": "mixed", "models": [smollm2, tiny]}
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +186,44 @@ def test_vllm_metrics_reach_ray_metrics_agent(mixed):
     assert any(f'model_name="{TINY}"' in k and v > 0 for k, v in generated.items()), sorted(names)
     assert {"ray_vllm_num_requests_running", "ray_vllm_num_requests_waiting"} <= names
     assert any(n.startswith("ray_vllm_time_to_first_token_seconds") for n in names)
+
+
+
+def _settled_generation_tokens(port: int, model: str) -> float:
+    """vLLM's generated-token counter for ``model`` on Ray's metrics agent, once it stops moving
+    (the agent exports every ~10 s, so two equal reads 12 s apart)."""
+    def read() -> float:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return sum(v for k, v in _samples(text, "ray_vllm_generation_tokens_total").items()
+                   if f'model_name="{model}"' in k)
+
+    last = read()
+    for _ in range(8):
+        time.sleep(12)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("vLLM's generation token counter did not settle")
+
+
+def test_client_disconnect_aborts_the_request_inside_vllm(mixed, client):
+    import ray
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    body = {"model": TINY, "prompt": "The quick brown fox", "max_tokens": 480, "temperature": 0}
+    full = client.completions.create(**body)  # greedy: what the same request generates when left alone
+    assert full.usage.completion_tokens > 100
+    before = _settled_generation_tokens(port, TINY)
+    with httpx.stream("POST", f"{mixed.api}/completions", json={**body, "stream": True}, timeout=60) as resp:
+        assert resp.status_code == 200
+        events = 0
+        for line in resp.iter_lines():
+            if line.startswith("data:") and "[DONE]" not in line:
+                events += 1
+                if events == 3:
+                    break  # the client goes away mid-stream
+    assert events == 3
+    generated = _settled_generation_tokens(port, TINY) - before
+    # vLLM stopped generating when the client left, well before the request's natural end
+    assert 3 <= generated < full.usage.completion_tokens
