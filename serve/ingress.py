@@ -283,6 +283,8 @@ class IngressCore:
 
     async def health(self) -> JSONResponse:
         models = await self.model_health()
+        for name, h in models.items():  # the router sees what /health just said
+            self.gateway.healthy[name] = bool(h["ready"])
         ready = all(h["ready"] for h in models.values())
         return JSONResponse({"status": "ready" if ready else "loading", "models": models},
                             status_code=200 if ready else 503)
