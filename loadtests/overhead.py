@@ -174,13 +174,12 @@ async def run_overhead(pool_path: str, model: str, client: httpx.AsyncClient, pr
     from router.quality import PriorQuality
     from serve.clients import EngineClient
     from serve.config import load_pool
-    from serve.engines import engine_class
+    from serve.engines import build_engine
     from serve.gateway import Gateway
 
     pool = load_pool(pool_path)
     cfg = pool.model(model)
-    cls = engine_class(cfg.engine)
-    engine = cls(cfg, cls.Args.model_validate(cfg.engine_args))
+    engine = build_engine(cfg)
     await engine.start()
     try:
         single = pool.model_copy(update={"models": (cfg,)})

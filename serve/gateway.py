@@ -149,7 +149,6 @@ class Call:
     text_parts: list[str] = field(default_factory=list)
     status: int = 200
     error_type: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -181,7 +180,6 @@ class Gateway:
         self.breakers = CircuitBreakers(self.in_flight, BreakerPolicy(fo.breaker_failures, fo.breaker_reset_s), clock)
         self.capacity = {m.name: Capacity(slots=m.replicas * m.max_ongoing_requests,
                                           queue=m.replicas * max(0, m.max_queued_requests)) for m in pool.models}
-        self.failover_count: dict[tuple[str, str], int] = {}
         self.cascade_thresholds = dict(cascade_thresholds or {})
         self._quality_batcher = QualityBatcher(quality)
         m = pool.monitoring  # send prompt text to telemetry only when embedding drift or the recorder needs it
@@ -239,7 +237,7 @@ class Gateway:
         requests cannot all pass admission before any of them is counted.
         """
         order = [decision.model]
-        if decision.reason.value != "pinned":
+        if decision.reason is not RouteReason.PINNED:
             rest = sorted((c for c in decision.candidates if c.model != decision.model and c.fits_context
                            and (c.feasible or not decision.budget_met)), key=lambda c: (c.cost_usd, c.model))
             order += [c.model for c in rest]
@@ -284,7 +282,6 @@ class Gateway:
                     nxt = self._next_model(call, model)
                     if nxt is None:
                         raise fo.error from None
-                    self.failover_count[(model, nxt.model)] = self.failover_count.get((model, nxt.model), 0) + 1
                     call.failovers.append(model)
                     call.decision = nxt
         except TiergateError as err:

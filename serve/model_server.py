@@ -10,7 +10,7 @@ from ray import serve
 
 from router.errors import EngineError, EngineNotReadyError
 from serve.config import ModelConfig
-from serve.engines import Chunk, EngineHealth, EngineLoad, GenerationRequest, engine_class
+from serve.engines import Chunk, EngineHealth, EngineLoad, GenerationRequest, build_engine
 
 log = logging.getLogger("tiergate.model")
 
@@ -21,8 +21,7 @@ class ModelServer:
 
     def __init__(self, model: dict) -> None:
         self.config = ModelConfig.model_validate(model)
-        cls = engine_class(self.config.engine)
-        self.engine = cls(self.config, cls.Args.model_validate(self.config.engine_args))
+        self.engine = build_engine(self.config)
         self._loading = asyncio.get_event_loop().create_task(self._start())
         self._failed: str | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 from router.errors import RegistryError
+from serve.config import ModelConfig
 from serve.engines.base import (
     Chunk,
     Engine,
@@ -15,6 +16,7 @@ from serve.engines.base import (
     Message,
     SamplingParams,
     TokenLogprob,
+    parse_engine_args,
 )
 
 ENGINES: dict[str, str] = {
@@ -34,7 +36,13 @@ def engine_class(name: str) -> type[Engine]:
     return getattr(importlib.import_module(module), attr)
 
 
+def build_engine(model: ModelConfig) -> Engine:
+    """The engine for one pool model, its ``engine_args`` validated by that engine's own model."""
+    cls = engine_class(model.engine)
+    return cls(model, parse_engine_args(cls, model.engine_args))  # type: ignore[call-arg]
+
+
 __all__ = [
     "ENGINES", "Chunk", "Engine", "EngineArgs", "EngineHealth", "EngineLoad", "GenerationRequest",
-    "Message", "SamplingParams", "TokenLogprob", "engine_class",
+    "Message", "SamplingParams", "TokenLogprob", "build_engine", "engine_class",
 ]
