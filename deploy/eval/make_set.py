@@ -2,7 +2,7 @@
 
 Short, closed-form prompts of graded difficulty across a dozen tasks, written for models of
 100-300M parameters: arithmetic, comparisons, sequences, letters, calendar order, capitals,
-antonyms, plurals, yes/no facts. Answers are checked by ``scorer.py``. The facts are
+antonyms, plurals, yes/no facts. Answers are checked by ``serve/evaluation/scorer.py``. The facts are
 hand-written here; the numbers come from a seeded generator.
 
     python deploy/eval/make_set.py   # rewrites deploy/eval/cpu-labelled.jsonl

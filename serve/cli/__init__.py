@@ -12,6 +12,8 @@ COMMANDS: dict[str, str] = {
     "calibrate": "serve.cli.calibrate",
     "replay": "serve.cli.replay",
     "reference": "serve.cli.reference",
+    "label": "serve.evaluation.label",
+    "eval": "serve.evaluation.live",
 }
 
 

@@ -1,0 +1,139 @@
+"""``tiergate label``: run a pool's real models on labelled sets and write scored replay records.
+
+    tiergate label --pool deploy/pools/cpu-default.yaml --set ../shared/data/labelled/mmlu-dev.jsonl \\
+        --per-task 38 --out deploy/eval/mmlu-outcomes.jsonl
+
+Each model runs in this process through the gateway's own engine (no Ray, no HTTP), greedy, the
+models side by side. Each prompt is sent as a product would send it: one user message, the set's
+prompt plus, where the set needs one, a short-answer instruction (:func:`product_prompt`). Each
+reply is scored against gold (:mod:`serve.evaluation.scorer`). A record is the replay format plus,
+per model, ``confidence`` (mean token log-probability), ``first_logprob`` (of the first token),
+``tokens`` (completion tokens), ``seconds`` (wall time of the generation) and ``replies``.
+Results are appended to ``OUT.<model>.partial`` as they come, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from router.cascade import mean_logprob
+from serve.config import ModelConfig, load_pool
+from serve.engines import GenerationRequest, Message, SamplingParams, build_engine
+from serve.evaluation.labelled import read_jsonl, read_labelled, sample_per_task
+from serve.evaluation.scorer import product_prompt, score_item, scoring_kind
+
+# Enough tokens for each kind's short answer (a letter, a number, a word or a sentence).
+MAX_TOKENS = {"choice": 8, "gsm8k": 16, "number": 12, "word": 12, "yesno": 12}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("label", help="run the pool's models on labelled sets; write scored replay records",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pool", required=True)
+    p.add_argument("--set", action="append", required=True,
+                   help="labelled JSONL file, optionally FILE:N for at most N prompts per task (repeatable)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--per-task", type=int, default=0, help="at most N prompts per task, seeded (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", default="", help="comma-separated subset of the pool's models")
+    p.set_defaults(func=run)
+
+
+async def label_model(model: ModelConfig, items: list[dict[str, Any]], partial: Path) -> dict[str, dict[str, Any]]:
+    """Generate and score every item not yet in ``partial``; returns id -> result."""
+    done = {r["id"]: r for r in read_jsonl(partial)} if partial.exists() else {}
+    todo = [it for it in items if it["id"] not in done]
+    random.Random(0).shuffle(todo)  # every task early on: a partial run is still a fair sample
+    if not todo:
+        return done
+    engine = build_engine(model)
+    await engine.start()
+    t_start = time.perf_counter()
+    try:
+        with partial.open("a") as fh:
+            for n, item in enumerate(todo, start=1):
+                sampling = SamplingParams(max_tokens=MAX_TOKENS[scoring_kind(item)], temperature=0.0, seed=0,
+                                          logprobs=True, top_logprobs=5)
+                req = GenerationRequest(request_id=item["id"], sampling=sampling,
+                                        messages=(Message("user", product_prompt(item)),))
+                text, lps, tokens = [], [], 0
+                t0 = time.perf_counter()
+                async for chunk in engine.stream(req):
+                    text.append(chunk.text)
+                    lps.extend(chunk.logprobs)
+                    tokens = chunk.completion_tokens
+                reply = "".join(text)
+                mean = mean_logprob([lp.logprob for lp in lps])
+                result = {"id": item["id"], "outcome": score_item(item, reply), "reply": reply,
+                          "confidence": None if mean is None else round(mean, 5),
+                          "first_logprob": round(lps[0].logprob, 5) if lps else None,
+                          "first_top": [[t, round(lp, 4)] for t, lp in lps[0].top] if lps else [],
+                          "tokens": tokens, "seconds": round(time.perf_counter() - t0, 4)}
+                fh.write(json.dumps(result) + "\n")
+                fh.flush()
+                done[item["id"]] = result
+                if n % 50 == 0 or n == len(todo):
+                    rate = n / (time.perf_counter() - t_start)
+                    print(f"{model.name}: {n}/{len(todo)} ({rate:.2f} prompts/s)", file=sys.stderr, flush=True)
+    finally:
+        await engine.stop()
+    return done
+
+
+def load_sets(specs: list[str], per_task: int, seed: int) -> list[dict[str, Any]]:
+    """Items of each ``FILE`` or ``FILE:N`` (N overrides ``per_task`` for that file), seeded samples."""
+    items: list[dict[str, Any]] = []
+    for spec in specs:
+        path, _, n = spec.rpartition(":") if spec.rpartition(":")[2].isdigit() else (spec, "", "")
+        items.extend(sample_per_task(read_labelled(path), int(n) if n else per_task, seed))
+    return items
+
+
+def records(items: list[dict[str, Any]], results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    out = []
+    for item in items:
+        per = {name: res[item["id"]] for name, res in results.items()}
+        out.append({
+            "id": item["id"], "task": item["task"], "prompt": item["prompt"], "kind": scoring_kind(item),
+            "outcomes": {n: r["outcome"] for n, r in per.items()},
+            "confidence": {n: r["confidence"] for n, r in per.items()},
+            "first_logprob": {n: r["first_logprob"] for n, r in per.items()},
+            "tokens": {n: r["tokens"] for n, r in per.items()},
+            "seconds": {n: r["seconds"] for n, r in per.items()},
+            "replies": {n: r["reply"] for n, r in per.items()},
+        })
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    pool = load_pool(args.pool)
+    models = list(pool.models)
+    if args.models:
+        wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = sorted(set(wanted) - {m.name for m in models})
+        if unknown:
+            print(f"unknown models {unknown}; the pool has {[m.name for m in models]}", file=sys.stderr)
+            return 2
+        models = [m for m in models if m.name in wanted]
+    items = load_sets(args.set, args.per_task, args.seed)
+    out = Path(args.out)
+    print(f"labelling {len(items)} prompts with {', '.join(m.name for m in models)}", file=sys.stderr, flush=True)
+
+    async def all_models() -> list[dict[str, dict[str, Any]]]:
+        return await asyncio.gather(*(label_model(m, items, Path(f"{out}.{m.name}.partial")) for m in models))
+
+    results = dict(zip((m.name for m in models), asyncio.run(all_models())))
+    recs = records(items, results)
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    for name in results:
+        acc = sum(r["outcomes"][name] for r in recs) / max(1, len(recs))
+        print(f"{name}: accuracy {acc:.3f} on {len(recs)} prompts", flush=True)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,213 @@
+"""``tiergate eval``: a live evaluation of a running gateway on labelled prompts, scored against gold.
+
+    tiergate eval --base-url http://127.0.0.1:8000 --set deploy/eval/heldout.jsonl \\
+        --floors 0.5,0.7,0.8 --cascade-floors 0.5 --out loadtests/results/eval-cpu-default
+
+Every request is real HTTP through the official ``openai`` client, at bounded concurrency, sent as a
+product would (:func:`~serve.evaluation.scorer.product_prompt`). Variants, each over the whole workload:
+every pool model pinned by name, a uniform random mix, the router (``model: "auto"``) at each quality
+floor, and the router with ``routing.cascade`` at each cascade floor. Each answer is scored against gold.
+Per variant: accuracy, cost per 1,000 requests (the gateway's actual ``x-tiergate-cost-usd``), latency
+p50/p99 as the client saw it, the routing mix and, for routed variants, calibration (predicted
+P(acceptable) of the answering model against the scored outcome, per bin, with ECE). Beside them: the
+cost-accuracy curve, its area against the random-mix frontier, and the headline comparison with
+always-largest. Writes ``eval.json``, ``eval.md`` and ``cost_accuracy.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from serve.evaluation.label import MAX_TOKENS, load_sets
+from serve.evaluation.metrics import Answer, area_under, frontier_accuracy, random_mix_frontier, summarize
+from serve.evaluation.scorer import product_prompt, score_item, scoring_kind
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="score a running gateway's answers against gold, per routing variant",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base-url", default="http://127.0.0.1:8000")
+    p.add_argument("--api-key", default="unused")
+    p.add_argument("--set", action="append", required=True,
+                   help="labelled JSONL file, optionally FILE:N for at most N prompts per task (repeatable)")
+    p.add_argument("--per-task", type=int, default=0, help="at most N prompts per task, seeded (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--floors", default="0.3,0.5,0.7", help="router quality floors (min_quality)")
+    p.add_argument("--cascade-floors", default="", help="floors also run with routing.cascade true")
+    p.add_argument("--variants", default="", help="only these variants (comma-separated names)")
+    p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=300.0, help="client timeout per request, seconds")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=run)
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def variants(models: list[str], floors: list[float], cascade_floors: list[float]) -> dict[str, dict[str, Any]]:
+    """name -> how to send: the ``model`` field and the ``routing`` object (None for pinned)."""
+    out: dict[str, dict[str, Any]] = {f"pinned:{m}": {"model": m, "routing": None} for m in models}
+    out["random"] = {"model": "random", "routing": None}
+    for f in floors:
+        out[f"router@{f:g}"] = {"model": "auto", "routing": {"min_quality": f, "cascade": False}}
+    for f in cascade_floors:
+        out[f"cascade@{f:g}"] = {"model": "auto", "routing": {"min_quality": f, "cascade": True}}
+    return out
+
+
+async def _ask(client: Any, item: dict[str, Any], model: str, routing: dict[str, Any] | None) -> Answer:
+    extra = {"routing": routing} if routing else None
+    t0 = time.perf_counter()
+    try:
+        raw = await client.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": product_prompt(item)}],
+            max_tokens=MAX_TOKENS[scoring_kind(item)], temperature=0.0, seed=0, extra_body=extra)
+    except Exception as err:  # noqa: BLE001 - an unanswered request counts as wrong, and is reported
+        print(f"{item['id']} on {model}: {type(err).__name__}: {err}", file=sys.stderr)
+        return Answer(item["id"], item["task"], False, 0.0, "", 0.0, time.perf_counter() - t0, None)
+    latency = time.perf_counter() - t0
+    body = raw.parse()
+    h = raw.headers
+    reply = body.choices[0].message.content or ""
+    predicted = h.get("x-tiergate-predicted-quality")
+    return Answer(item["id"], item["task"], True, score_item(item, reply), h.get("x-tiergate-model", body.model),
+                  float(h.get("x-tiergate-cost-usd", "0")), latency,
+                  float(predicted) if predicted is not None else None,
+                  h.get("x-tiergate-route-reason", ""), h.get("x-tiergate-cascade", ""))
+
+
+async def run_variant(client: Any, items: list[dict[str, Any]], spec: dict[str, Any], models: list[str],
+                      concurrency: int, seed: int, label: str) -> list[Answer]:
+    from tqdm import tqdm
+
+    rng = random.Random(seed)
+    chosen = [rng.choice(models) if spec["model"] == "random" else spec["model"] for _ in items]
+    sem = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(items), desc=label, file=sys.stderr, mininterval=2.0)
+
+    async def one(item: dict[str, Any], model: str) -> Answer:
+        async with sem:
+            ans = await _ask(client, item, model, spec["routing"])
+        bar.update(1)
+        return ans
+
+    try:
+        return list(await asyncio.gather(*(one(it, m) for it, m in zip(items, chosen))))
+    finally:
+        bar.close()
+
+
+def compare(results: dict[str, dict[str, Any]], models: list[str]) -> dict[str, Any]:
+    """The cost-accuracy curve, its area, and each routed variant against always-largest and random."""
+    fixed = {m: (results[f"pinned:{m}"]["cost_per_1k_usd"], results[f"pinned:{m}"]["accuracy"]) for m in models}
+    largest = max(models, key=lambda m: fixed[m][0])
+    frontier = random_mix_frontier(fixed)
+    lo, hi = min(c for c, _ in fixed.values()), max(c for c, _ in fixed.values())
+    routed = {n: (r["cost_per_1k_usd"], r["accuracy"]) for n, r in results.items()
+              if n.startswith(("router@", "cascade@"))}
+    rows = {}
+    for name, (c, a) in routed.items():
+        mix_acc = frontier_accuracy(frontier, c)
+        rows[name] = {"accuracy_vs_largest": round(a / fixed[largest][1], 4) if fixed[largest][1] else None,
+                      "cost_vs_largest": round(c / fixed[largest][0], 4) if fixed[largest][0] else None,
+                      "random_mix_accuracy_at_same_cost": round(mix_acc, 4),
+                      "beats_random_mix": a > mix_acc}
+    return {"largest": largest, "random_mix_frontier": frontier, "variants": rows,
+            "area": {"router": round(area_under(list(routed.values()) + list(fixed.values()), lo, hi), 4),
+                     "random_mix": round(area_under(frontier, lo, hi), 4), "cost_range_per_1k": [lo, hi]}}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Live evaluation: {report['gateway']}", "",
+             f"{report['prompts']} prompts from {', '.join(report['sets'])} ({len(report['tasks'])} tasks); "
+             f"answers scored against gold. Cost is the gateway's actual cost per 1,000 requests.", "",
+             "| variant | accuracy | cost / 1k req (USD) | vs largest: accuracy | vs largest: cost | random mix at "
+             "same cost | p50 ms | p99 ms | ECE | mix |", "|---|---|---|---|---|---|---|---|---|---|"]
+    cmp = report["comparison"]["variants"]
+    for name, r in report["variants"].items():
+        c = cmp.get(name, {})
+        lat = r["latency_ms"] or {}
+        lines.append(f"| {name} | {r['accuracy']:.3f} | {r['cost_per_1k_usd']:.5f} | "
+                     f"{c.get('accuracy_vs_largest', '')} | {c.get('cost_vs_largest', '')} | "
+                     f"{c.get('random_mix_accuracy_at_same_cost', '')} | {lat.get('p50', '')} | {lat.get('p99', '')} | "
+                     f"{r.get('ece', '')} | {', '.join(f'{k}: {v}' for k, v in r['mix'].items())} |")
+    a = report["comparison"]["area"]
+    lines += ["", f"Area under the cost-accuracy curve over the fixed models' cost range: router {a['router']}, "
+              f"random mix {a['random_mix']}.", ""]
+    for name, r in report["variants"].items():
+        if r.get("calibration"):
+            lines += [f"Calibration of {name} (ECE {r['ece']}):", "", "| bin | n | predicted | measured |",
+                      "|---|---|---|---|"]
+            lines += [f"| {b['bin']} | {b['n']} | {b['predicted']} | {b['measured']} |" for b in r["calibration"]]
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fr = report["comparison"]["random_mix_frontier"]
+    ax.plot([c for c, _ in fr], [a for _, a in fr], "--", color="grey", label="random mixes (frontier)")
+    for name, r in report["variants"].items():
+        marker = "s" if name.startswith("pinned") else ("^" if name.startswith("cascade") else "o")
+        ax.scatter(r["cost_per_1k_usd"], r["accuracy"], marker=marker)
+        ax.annotate(name.replace("pinned:", ""), (r["cost_per_1k_usd"], r["accuracy"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("cost per 1,000 requests (USD)")
+    ax.set_ylabel("accuracy (scored against gold)")
+    ax.set_title("tiergate: cost vs accuracy, live")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    import openai
+
+    items = load_sets(args.set, args.per_task, args.seed)
+    client = openai.AsyncOpenAI(base_url=f"{args.base_url.rstrip('/')}/v1", api_key=args.api_key,
+                                timeout=args.timeout, max_retries=0)
+    listed = await client.models.list()
+    models = [m.id for m in listed.data if m.id != "auto"]
+    specs = variants(models, _floats(args.floors), _floats(args.cascade_floors))
+    if args.variants:
+        keep = {v.strip() for v in args.variants.split(",")}
+        unknown = sorted(keep - set(specs))
+        if unknown:
+            raise SystemExit(f"unknown variants {unknown}; valid: {', '.join(specs)}")
+        specs = {k: v for k, v in specs.items() if k in keep or k.startswith("pinned:")}
+    results, answers = {}, {}
+    for name, spec in specs.items():
+        got = await run_variant(client, items, spec, models, args.concurrency, args.seed, name)
+        answers[name] = [a.__dict__ for a in got]
+        results[name] = summarize(got)
+        print(f"{name}: accuracy {results[name]['accuracy']:.3f}, cost/1k ${results[name]['cost_per_1k_usd']:.5f}",
+              file=sys.stderr, flush=True)
+    await client.close()
+    return {"gateway": args.base_url, "sets": args.set, "prompts": len(items),
+            "tasks": sorted({it["task"] for it in items}), "models": models, "variants": results,
+            "comparison": compare(results, models), "answers": answers}
+
+
+def run(args: argparse.Namespace) -> int:
+    report = asyncio.run(evaluate(args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "eval.md").write_text(markdown(report))
+    plot(report, out / "cost_accuracy.png")
+    print(markdown(report))
+    return 0
