@@ -43,9 +43,13 @@ class EngineClient(ModelClient):
         return self.engine.load()
 
 
-def _translate(err: Exception) -> Exception:
-    """Ray's errors as tiergate's: the replica's own TiergateError, overload, or an engine failure."""
-    from ray.exceptions import RayTaskError
+def _translate(err: Exception) -> Exception | None:
+    """Ray's errors as tiergate's: the replica's own TiergateError, overload, or an engine failure.
+
+    None for anything else: an error that is not Ray's is a bug here, not a model outage, and
+    is raised as it is.
+    """
+    from ray.exceptions import RayError, RayTaskError
     from ray.serve.exceptions import BackPressureError
 
     if isinstance(err, TiergateError):
@@ -57,11 +61,17 @@ def _translate(err: Exception) -> Exception:
         return EngineError(f"model replica failed: {type(cause).__name__ if cause else 'error'}: {cause}")
     if isinstance(err, BackPressureError):
         return OverloadedError("the model's queue is full", retry_after_s=1.0)
-    return EngineError(f"model replica unavailable: {type(err).__name__}: {err}")
+    if isinstance(err, RayError):  # the replica died or cannot be reached
+        return EngineError(f"model replica unavailable: {type(err).__name__}: {err}")
+    return None
 
 
 class HandleClient(ModelClient):
-    """A model deployment behind a Ray Serve ``DeploymentHandle``."""
+    """A model deployment behind a Ray Serve ``DeploymentHandle``.
+
+    The replica sends its chunks in batches (see ``ModelServer.generate``); they are handed on
+    one by one.
+    """
 
     def __init__(self, handle: Any) -> None:
         self._handle = handle
@@ -69,14 +79,21 @@ class HandleClient(ModelClient):
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         gen = self._stream.generate.remote(request)
+        finished = False
         try:
-            async for chunk in gen:
-                yield chunk
-        except Exception as err:  # noqa: BLE001 - translated into tiergate's exception tree
-            raise _translate(err) from None
+            async for batch in gen:
+                for chunk in batch:
+                    yield chunk
+            finished = True
+        except Exception as err:  # noqa: BLE001 - Ray's errors translated into tiergate's exception tree
+            translated = _translate(err)
+            if translated is None:
+                raise
+            finished = True  # the replica ended the stream itself
+            raise translated from None
         finally:
-            # the caller stopped early (client went away, deadline): cancel on the replica
-            gen.cancel()
+            if not finished:  # the caller stopped early (client went away, deadline): cancel on the replica
+                gen.cancel()
 
     async def health(self) -> EngineHealth:
         return await self._handle.health.remote()

@@ -41,10 +41,12 @@ from router.errors import (
     TiergateError,
 )
 from router.quality import QualityPredictor
+from serve.api.generation import generation_request
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest, RoutingOptions
 from serve.clients import ModelClient
 from serve.config import PoolConfig
-from serve.engines.base import Chunk, GenerationRequest, Message, SamplingParams
+from serve.deadline import Deadline
+from serve.engines.base import Chunk, GenerationRequest
 from serve.telemetry.brittleness import looks_refused
 from serve.telemetry.records import RequestRecord
 
@@ -205,6 +207,9 @@ class Gateway:
             raise InvalidRequestError(f"max_tokens must be at most {limits.max_tokens_limit}, got {max_tokens}",
                                       param="max_tokens", code="invalid_value")
         max_tokens = max_tokens or limits.default_max_tokens
+        if isinstance(req, CompletionRequest) and req.echo:
+            raise InvalidRequestError("echo is not supported: the completion does not repeat the prompt",
+                                      param="echo", code="unsupported_parameter")
         asked = budget_from(req.routing, headers)
         budget = merge_budget(asked, self.defaults)
         pinned = None if req.model == "auto" else req.model
@@ -213,7 +218,8 @@ class Gateway:
         text = routing_text(req)
         quality = await self.predict_quality(text) if pinned is None or budget.min_quality else {}
         route_req = RouteRequest(prompt=text, prompt_tokens=estimate_tokens(text), max_tokens=max_tokens,
-                                 budget=budget, pinned_model=pinned, allowed_models=allowed_models)
+                                 budget=budget, pinned_model=pinned, allowed_models=allowed_models,
+                                 requires=req.requirements())
         generation = self._generation(req, max_tokens)
         decision = self.router.decide(route_req, self.loads(), quality)
         cascade = req.routing.cascade if req.routing and req.routing.cascade is not None else self.pool.routing.cascade
@@ -252,26 +258,18 @@ class Gateway:
 
     @staticmethod
     def _generation(req: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> GenerationRequest:
-        stops = tuple(req.stop or ())
-        if isinstance(req, ChatCompletionRequest):
-            sampling = SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                                      stop=stops, seed=req.seed, logprobs=req.logprobs,
-                                      top_logprobs=req.top_logprobs or 0)
-            messages = tuple(Message(m.role, m.text()) for m in req.messages)
-            return GenerationRequest(request_id=uuid.uuid4().hex, sampling=sampling, messages=messages)
-        sampling = SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                                  stop=stops, seed=req.seed, logprobs=req.logprobs is not None,
-                                  top_logprobs=req.logprobs or 0)
-        return GenerationRequest(request_id=uuid.uuid4().hex, sampling=sampling, prompt=req.prompt_text())
+        return generation_request(req, max_tokens)
 
     # ------------------------------------------------------------------ running
     async def run(self, call: Call) -> AsyncIterator[Chunk]:
         """Stream the chosen model's chunks, failing over before the first token; always records."""
         try:
             if call.cascade:
-                async for chunk in self._cascade(call):
-                    yield chunk
-                return
+                kept = await self._cheap_answer(call)
+                if kept is not None:
+                    for chunk in kept:
+                        yield chunk
+                    return
             while True:
                 model = call.model
                 try:
@@ -291,18 +289,19 @@ class Gateway:
         except (asyncio.CancelledError, GeneratorExit):
             call.status, call.error_type, call.finish_reason = 499, "ClientDisconnected", "cancelled"
             raise
-        except Exception as err:  # noqa: BLE001 - an unexpected failure: still a clean error
-            call.status, call.error_type, call.finish_reason = 502, type(err).__name__, "error"
-            raise EngineError(f"model {call.model} failed: {type(err).__name__}") from err
+        except Exception as err:  # a bug, not a model outage: recorded as such, raised as it is
+            call.status, call.error_type, call.finish_reason = 500, type(err).__name__, "error"
+            raise
         finally:
             call.e2e_s = self.clock() - call.started
             self.sink(self.record(call))
 
-    async def _cascade(self, call: Call) -> AsyncIterator[Chunk]:
-        """Answer with the cheap model; keep its answer if confident enough, else escalate.
+    async def _cheap_answer(self, call: Call) -> list[Chunk] | None:
+        """The cascade's first step: the cheap model's answer if confident enough, else None.
 
-        The cheap answer is buffered (the caller must not see an answer that may be replaced),
-        and both calls are charged to the request.
+        The cheap answer is buffered (the caller must not see an answer that may be replaced).
+        On None, ``call`` has been turned to the escalation target (both calls are charged),
+        which then runs, and fails over, like any routed model.
         """
         cheap, target = call.model, call.decision.escalate_to
         threshold = call.decision.escalate_below_confidence
@@ -321,9 +320,7 @@ class Gateway:
         if chunks:
             call.cascade_confidence = self.mean_logprob(call)
             if not should_escalate(call.cascade_confidence, threshold):
-                for chunk in chunks:
-                    yield chunk if wanted.sampling.logprobs else replace(chunk, logprobs=())
-                return
+                return [chunk if wanted.sampling.logprobs else replace(chunk, logprobs=()) for chunk in chunks]
             call.cascade_from = cheap
             call.cascade_cost_usd = self.router.card(cheap).price.cost(call.prompt_tokens, call.completion_tokens)
         pred = next((c for c in call.decision.candidates if c.model == target), call.decision.prediction)
@@ -334,13 +331,13 @@ class Gateway:
             candidates=call.decision.candidates)
         call.ttft_s, call.prompt_tokens, call.completion_tokens = None, 0, 0
         call.text_parts, call.logprob_sum, call.logprob_n, call.finish_reason = [], 0.0, 0, ""
-        async for chunk in self._attempt(call, target):
-            yield chunk
+        return None
 
     def _next_model(self, call: Call, failed: str) -> Decision | None:
         if len(call.failovers) >= self.pool.failover.max_retries or call.route_request is None:
             return None
-        tried = frozenset([*call.failovers, failed])
+        # an escalated cascade does not fall back to the model whose answer it refused
+        tried = frozenset([*call.failovers, failed, *([call.cascade_from] if call.cascade_from else [])])
         return self.router.fallback(call.route_request, self.loads(), call.quality, tried)
 
     async def _attempt(self, call: Call, model: str) -> AsyncIterator[Chunk]:
@@ -351,17 +348,16 @@ class Gateway:
             self.in_flight[model] += 1
         ahead = self.in_flight[model] - 1
         self.breakers.on_attempt(model)
-        stream = self.clients[model].stream(call.generation)
+        began = self.clock()
         first_timeout = self.pool.failover.first_token_timeout_s
-        started = False
+        loop_now = asyncio.get_running_loop().time()
+        deadline = Deadline(loop_now + min(call.deadline - began, first_timeout))
+        stream = self.clients[model].stream(call.generation)
+        started, first_at = False, None
         try:
             while True:
-                remaining = call.deadline - self.clock()
-                wait = remaining if started else min(remaining, first_timeout)
-                if remaining <= 0:
-                    raise self._deadline()
                 try:
-                    chunk = await asyncio.wait_for(stream.__anext__(), timeout=wait)
+                    chunk = await deadline.wait(stream.__anext__())
                 except StopAsyncIteration:
                     break
                 except asyncio.TimeoutError:
@@ -369,7 +365,11 @@ class Gateway:
                         raise self._deadline() from None
                     raise EngineError(f"model {model} sent no token within {first_timeout:g}s",
                                       code="first_token_timeout") from None
-                started = True
+                if not started:
+                    started = True
+                    deadline.reschedule(loop_now + (call.deadline - began))
+                if first_at is None and (chunk.text or chunk.finish_reason):
+                    first_at = self.clock()
                 self._account(call, chunk)
                 yield chunk
         except (EngineError, OverloadedError) as err:
@@ -377,18 +377,11 @@ class Gateway:
             if started:
                 raise
             raise _Failover(err) from None
-        except (TiergateError, asyncio.CancelledError, GeneratorExit):
-            raise
-        except Exception as err:  # noqa: BLE001 - transport failure (replica died, ...): fail over
-            self.breakers.on_failure(model)
-            wrapped = EngineError(f"model {model} failed: {type(err).__name__}: {err}")
-            if started:
-                raise wrapped from err
-            raise _Failover(wrapped) from None
         else:
             self.breakers.on_success(model)
-            self._learn(call, ahead)
+            self._learn(call, model, ahead, began, first_at)
         finally:
+            deadline.close()
             await stream.aclose()
             self.in_flight[model] -= 1
 
@@ -410,13 +403,13 @@ class Gateway:
         if chunk.finish_reason:
             call.finish_reason = chunk.finish_reason
 
-    def _learn(self, call: Call, ahead: int) -> None:
-        if call.status != 200 or call.ttft_s is None or call.failovers:
-            return  # a failed-over request's timings include the failed attempt
-        e2e_s = self.clock() - call.started
-        self.latency.observe(call.model, Observation(
+    def _learn(self, call: Call, model: str, ahead: int, began: float, first_at: float | None) -> None:
+        """Teach the latency model this attempt's own timings (not a failed or refused attempt's)."""
+        if first_at is None:
+            return
+        self.latency.observe(model, Observation(
             prompt_tokens=call.prompt_tokens, output_tokens=call.completion_tokens,
-            ttft_ms=call.ttft_s * 1000, e2e_ms=e2e_s * 1000, ahead_at_start=ahead))
+            ttft_ms=(first_at - began) * 1000, e2e_ms=(self.clock() - began) * 1000, ahead_at_start=ahead))
 
     # ------------------------------------------------------------------ accounting
     def cost(self, call: Call) -> float:

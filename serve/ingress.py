@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -105,6 +106,8 @@ class IngressCore:
     """Everything the ingress does, without the Ray decorator (so it can run in-process)."""
 
     flush_interval_s = 0.25
+    gauges_refresh_s = 15.0
+    max_pending = 10_000  # request records kept for telemetry while it is unreachable
     health_interval_s = 2.0
 
     def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
@@ -119,6 +122,9 @@ class IngressCore:
         self.auth = authenticator if authenticator is not None else Authenticator(load_keys(pool.auth))
         self.quotas = Quotas()
         self._tasks: list[asyncio.Task[None]] = []
+        self._charges: set[asyncio.Task[None]] = set()
+        self._gauges_sent: tuple[dict[str, int], dict[str, bool]] | None = None
+        self._gauges_at = 0.0
 
     def start_background(self) -> None:
         loop = asyncio.get_event_loop()
@@ -126,13 +132,30 @@ class IngressCore:
 
     # ------------------------------------------------------------------ telemetry plumbing
     async def flush(self) -> None:
+        """Send the finished requests' records and the gauges, each only when there is news.
+
+        A batch the telemetry deployment did not take goes back to the buffer for the next
+        flush (the oldest records beyond ``max_pending`` are dropped, and counted in the log).
+        """
         if self.telemetry is None:
             return
         batch, self._buffer[:] = list(self._buffer), []
         if batch:
-            await self.telemetry.record.remote(batch)
+            try:
+                await self.telemetry.record.remote(batch)
+            except BaseException:
+                self._buffer[:0] = batch
+                excess = len(self._buffer) - self.max_pending
+                if excess > 0:
+                    del self._buffer[:excess]
+                    log.warning("telemetry is unreachable: dropped the %d oldest request records", excess)
+                raise
         circuit = {m: st.value != "closed" for m, st in self.gateway.breakers.states().items()}
-        await self.telemetry.set_gauges.remote(dict(self.gateway.in_flight), circuit)
+        gauges = (dict(self.gateway.in_flight), circuit)
+        now = time.monotonic()  # unchanged gauges are re-sent now and then (a restarted telemetry replica)
+        if gauges != self._gauges_sent or now - self._gauges_at > self.gauges_refresh_s:
+            await self.telemetry.set_gauges.remote(*gauges)
+            self._gauges_sent, self._gauges_at = gauges, now
 
     async def _flush_loop(self) -> None:
         while True:
@@ -181,7 +204,7 @@ class IngressCore:
             key = self.auth.authenticate(request.headers)
             data = await read_json(request, self.pool.limits.max_body_bytes)
             body: Any = model.model_validate(data)
-            span.set_attribute("gen_ai.request.model", body.model)
+            self.tracer.name_request(span, endpoint=endpoint, requested_model=body.model, stream=body.stream)
             size = estimate_tokens(routing_text(body)) + (body.requested_max_tokens()
                                                           or self.pool.limits.default_max_tokens)
             await self.quotas.admit(key, size)
@@ -192,14 +215,20 @@ class IngressCore:
         except (TiergateError, ValidationError) as err:
             self.tracer.finish_request(span, response_model=None, error=err)
             return self._reject(endpoint, err, key)
+        except Exception as err:
+            self.tracer.finish_request(span, response_model=None, error=err)
+            raise
         stream = self.gateway.run(call)
         try:
             first = await stream.__anext__()
         except StopAsyncIteration:
             first = Chunk(finish_reason="stop")
         except TiergateError as err:
-            self._done(call, key, span, err)
+            await self._done(call, key, span, err)
             return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
+        except Exception as err:
+            await self._done(call, key, span, err)
+            raise
         if call.stream:
             return StreamingResponse(self._sse(call, first, stream, key, span), media_type="text/event-stream",
                                      headers={**R.decision_headers(self.gateway, call, final=False),
@@ -212,21 +241,41 @@ class IngressCore:
         except TiergateError as err:
             error = err
             return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
+        except BaseException as err:
+            error = err
+            raise
         finally:
-            self._done(call, key, span, error)
+            await self._done(call, key, span, error)
         return JSONResponse(R.full_body(self.gateway, call, chunks),
                             headers=R.decision_headers(self.gateway, call, final=True))
 
-    def _done(self, call: Call, key: ApiKey, span: Any, error: BaseException | None) -> None:
-        """After the answer: charge the key's tokens, end the trace, schedule brittleness checks."""
-        tokens = call.prompt_tokens + call.completion_tokens
-        if tokens and key is not ANONYMOUS:
-            asyncio.get_event_loop().create_task(self.quotas.charge_tokens(key, tokens))
+    async def _done(self, call: Call, key: ApiKey, span: Any, error: BaseException | None) -> None:
+        """After the answer: end the trace, schedule brittleness checks, charge the key's tokens."""
         self.tracer.finish_request(span, response_model=call.model, input_tokens=call.prompt_tokens,
                                    output_tokens=call.completion_tokens, finish_reasons=[call.finish_reason],
                                    response_id=call.request_id, error=error)
         if error is None:
             self.checks.schedule(call)
+        tokens = call.prompt_tokens + call.completion_tokens
+        if tokens and key is not ANONYMOUS:
+            await self._charge(key, tokens)
+
+    async def _charge(self, key: ApiKey, tokens: int) -> None:
+        """Charge the answer's tokens before the response ends, so the key's next request sees them.
+
+        The charge runs as its own task: a client that hangs up (which cancels the response)
+        cannot stop it half-way, and its failure is logged, never lost.
+        """
+        task = asyncio.get_running_loop().create_task(self.quotas.charge_tokens(key, tokens))
+        self._charges.add(task)
+        task.add_done_callback(self._charged)
+        await asyncio.wait([task])  # a failure is logged by _charged; the answer stands
+
+    def _charged(self, task: asyncio.Task[None]) -> None:
+        self._charges.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("charging tokens to a key failed; its token quota is undercounted",
+                      exc_info=task.exception())
 
     def _priority(self, key: ApiKey, headers: Mapping[str, str]) -> Priority:
         """The key's priority class; the x-tiergate-priority header may lower it, never raise it."""
@@ -269,7 +318,7 @@ class IngressCore:
             log.exception("stream failed")
             yield R.sse(error_body(f"stream failed: {type(err).__name__}", "server_error", None, "stream_error"))
         finally:
-            self._done(call, key, span, error)
+            await self._done(call, key, span, error)
         yield R.sse("[DONE]")
 
     def models(self) -> dict[str, Any]:

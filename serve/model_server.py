@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from ray import serve
 
 from router.errors import EngineError, EngineNotReadyError
+from serve.coalesce import coalesce
 from serve.config import ModelConfig
 from serve.engines import Chunk, EngineHealth, EngineLoad, GenerationRequest, build_engine
 
@@ -45,8 +46,9 @@ class ModelServer:
     async def load(self) -> EngineLoad:
         return self.engine.load()
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[list[Chunk]]:
+        """The engine's chunks in batches: the first at once, then whatever is ready (see coalesce)."""
         if not self._loading.done():
             raise EngineNotReadyError(f"model {self.config.name} is still loading")
-        async for chunk in self.engine.stream(request):
-            yield chunk
+        async for batch in coalesce(self.engine.stream(request)):
+            yield batch

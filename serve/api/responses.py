@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from serve.engines.base import Chunk, TokenLogprob
+from serve.engines.base import Chunk, TokenLogprob, ToolCall
 from serve.gateway import Call, Gateway
 
 
@@ -28,6 +28,11 @@ def _completion_logprobs(lps: list[TokenLogprob], offset: int = 0) -> dict[str, 
         pos += len(lp.token)
     return {"tokens": [lp.token for lp in lps], "token_logprobs": [lp.logprob for lp in lps],
             "top_logprobs": [dict(lp.top) for lp in lps], "text_offset": offsets}
+
+
+def _tool_calls(calls: list[ToolCall] | tuple[ToolCall, ...], streamed: bool = False) -> list[dict[str, Any]]:
+    return [{**({"index": c.index} if streamed else {}), "id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
 
 
 def usage(call: Call) -> dict[str, int]:
@@ -68,9 +73,18 @@ def decision_headers(gw: Gateway, call: Call, *, final: bool) -> dict[str, str]:
         "x-tiergate-budget-met": "true" if met else "false",
         "x-tiergate-request-id": call.request_id,
         **({"x-tiergate-failover": ",".join(call.failovers)} if call.failovers else {}),
-        **({"x-tiergate-cascade": f"escalated-from={call.cascade_from}" if call.cascade_from else "kept"}
-           if final and call.cascade else {}),
+        **_cascade_header(call),
     }
+
+
+def _cascade_header(call: Call) -> dict[str, str]:
+    """Whether the cascade kept the cheap answer; known before a stream's first chunk is sent."""
+    if not call.cascade or call.status != 200:
+        return {}
+    if call.decision.escalate_to is not None:  # still the cheap model's decision: its answer was kept
+        return {"x-tiergate-cascade": "kept"}
+    cheap = call.cascade_from or (call.failovers[0] if call.failovers else "")
+    return {"x-tiergate-cascade": f"escalated-from={cheap}"}
 
 
 def full_body(gw: Gateway, call: Call, chunks: list[Chunk]) -> dict[str, Any]:
@@ -79,7 +93,11 @@ def full_body(gw: Gateway, call: Call, chunks: list[Chunk]) -> dict[str, Any]:
     finish = _finish(call.finish_reason)
     if call.endpoint == "chat":
         want = call.generation.sampling.logprobs
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+        calls = [t for c in chunks for t in c.tool_calls]
+        message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+        if calls:
+            message["tool_calls"] = _tool_calls(calls)
+        choice: dict[str, Any] = {"index": 0, "message": message,
                                   "logprobs": _chat_logprobs(lps) if want else None, "finish_reason": finish}
         obj = "chat.completion"
     else:
@@ -99,7 +117,7 @@ def sse(data: dict[str, Any] | str) -> bytes:
 def stream_event(call: Call, chunk: Chunk, first: bool) -> dict[str, Any] | None:
     """One SSE chunk body, or None when the chunk carries nothing to send."""
     finish = _finish(chunk.finish_reason)
-    if not chunk.text and finish is None and not first:
+    if not chunk.text and not chunk.tool_calls and finish is None and not first:
         return None
     want = call.generation.sampling.logprobs
     lps = list(chunk.logprobs)
@@ -107,6 +125,8 @@ def stream_event(call: Call, chunk: Chunk, first: bool) -> dict[str, Any] | None
         delta: dict[str, Any] = {"content": chunk.text} if chunk.text or not first else {"content": ""}
         if first:
             delta["role"] = "assistant"
+        if chunk.tool_calls:
+            delta["tool_calls"] = _tool_calls(chunk.tool_calls, streamed=True)
         choice: dict[str, Any] = {"index": 0, "delta": delta,
                                   "logprobs": _chat_logprobs(lps) if want and lps else None,
                                   "finish_reason": finish}

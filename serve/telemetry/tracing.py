@@ -137,8 +137,15 @@ class GatewayTracer:
             attributes[gen_ai.GEN_AI_REQUEST_TEMPERATURE] = temperature
         if request_id:
             attributes["tiergate.request_id"] = request_id
-        return self._tracer.start_span(f"{operation} {requested_model}", context=self.extract(headers),
+        name = f"{operation} {requested_model}" if requested_model else operation  # renamed by name_request
+        return self._tracer.start_span(name, context=self.extract(headers),
                                        kind=SpanKind.SERVER, attributes=attributes)
+
+    def name_request(self, span: Span, *, endpoint: str, requested_model: str, stream: bool = False) -> None:
+        """Name the request span after the model asked for, once the body has been read."""
+        span.update_name(f"{OPERATIONS.get(endpoint, endpoint)} {requested_model}")
+        span.set_attribute(gen_ai.GEN_AI_REQUEST_MODEL, requested_model)
+        span.set_attribute("tiergate.stream", stream)
 
     @contextmanager
     def routing_span(self, parent: Span) -> Iterator[Span]:

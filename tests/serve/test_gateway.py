@@ -154,3 +154,88 @@ async def test_quality_prediction_is_serialised_and_batched():
     results = await asyncio.gather(*(batcher.predict(f"p{i}") for i in range(20)))
     assert all(r == {"cheap": 0.3, "dear": 0.8} for r in results)
     assert sum(predictor.batches) == 20 and len(predictor.batches) < 20  # queued prompts shared calls
+
+
+async def _gateway(models: dict[str, tuple[float, float, dict]], **pool_extra):
+    """A gateway on fake models given as name -> (price, prior quality, fake engine args)."""
+    p = parse_pool({"name": "t", **pool_extra, "models": [
+        {"name": name, "engine": "fake", "quantization": "none", "context_length": 512,
+         "price": {"input_per_mtok": price, "output_per_mtok": price}, "prior_quality": q,
+         "latency_prior": {"ttft_ms": 5, "tpot_ms": 1}, "engine_args": args}
+        for name, (price, q, args) in models.items()]})
+    records, clients = [], {}
+    for m in p.models:
+        engine = FakeEngine(m, FakeArgs(**m.engine_args))
+        await engine.start()
+        clients[m.name] = EngineClient(engine)
+    gw = Gateway(p, clients, PriorQuality({m.name: m.prior_quality for m in p.models}), records.append,
+                 cascade_thresholds={"cheap": -1.0})
+    return gw, records
+
+
+UNSURE = {"reply": "answer from cheap", "logprob": -3.0}  # below the cheap model's threshold: escalates
+
+
+async def test_cascade_target_failing_before_its_first_token_fails_over():
+    gw, records = await _gateway({"cheap": (0.1, 0.3, UNSURE), "mid": (0.5, 0.6, {"reply": "answer from mid"}),
+                                  "dear": (1.0, 0.8, {"fail_before_first_token": True})})
+    call = await gw.route("chat", chat(routing={"cascade": True}), {})
+    assert call.decision.escalate_to == "dear"
+    text = "".join(c.text for c in [c async for c in gw.run(call)])
+    assert text == "answer from mid" and call.model == "mid" and call.failovers == ["dear"]
+    assert call.cascade_from == "cheap" and records[0].status == 200 and records[0].failovers == ("dear",)
+    assert gw.in_flight == {"cheap": 0, "mid": 0, "dear": 0}
+
+
+async def test_cascade_target_failing_with_nothing_left_is_its_own_error():
+    gw, records = await _gateway({"cheap": (0.1, 0.3, UNSURE), "dear": (1.0, 0.8, {"fail_before_first_token": True})})
+    call = await gw.route("chat", chat(routing={"cascade": True}), {})
+    with pytest.raises(EngineError, match="fail before the first token"):
+        [c async for c in gw.run(call)]
+    assert records[0].status == 502 and records[0].error_type == "EngineError"
+
+
+async def test_escalated_cascade_teaches_the_target_only_its_own_timings():
+    slow_cheap = {**UNSURE, "ttft_ms": 300}  # the cheap call alone takes at least 300 ms
+    gw, _ = await _gateway({"cheap": (0.1, 0.3, slow_cheap), "dear": (1.0, 0.8, {"reply": "answer from dear"})})
+    seen = []
+    learn = gw.latency.observe
+    gw.latency.observe = lambda model, obs: (seen.append((model, obs)), learn(model, obs))[1]
+    call = await gw.route("chat", chat(routing={"cascade": True}), {})
+    [c async for c in gw.run(call)]
+    assert call.model == "dear" and [m for m, _ in seen] == ["cheap", "dear"]
+    cheap, dear = seen[0][1], seen[1][1]
+    assert cheap.ttft_ms >= 300
+    # the caller waited for both calls; the target's latency model learns its own call only
+    assert dear.ttft_ms <= call.ttft_s * 1000 - 300 and dear.e2e_ms <= call.e2e_s * 1000 - 300
+
+
+async def test_echo_is_rejected_not_ignored():
+    from serve.api.schemas import CompletionRequest
+
+    gw, _ = await make()
+    body = CompletionRequest.model_validate({"model": "auto", "prompt": "Say hi", "echo": True})
+    with pytest.raises(InvalidRequestError, match="echo") as err:
+        await gw.route("completions", body, {})
+    assert err.value.param == "echo"
+
+
+class _Broken(EngineClient):
+    """An in-process client with a bug: not a model outage."""
+
+    def stream(self, request):
+        async def gen():
+            raise TypeError("a bug in the gateway's own code")
+            yield  # pragma: no cover
+
+        return gen()
+
+
+async def test_a_bug_is_raised_as_itself_not_as_a_model_outage():
+    gw, records = await make()
+    gw.clients["cheap"] = _Broken(gw.clients["cheap"].engine)
+    call = await gw.route("chat", chat(), {})
+    with pytest.raises(TypeError, match="a bug"):
+        [c async for c in gw.run(call)]
+    assert records[0].status == 500 and records[0].error_type == "TypeError" and not call.failovers
+    assert gw.breakers.states()["cheap"].value == "closed" and gw.in_flight["cheap"] == 0

@@ -148,3 +148,28 @@ def test_otlp_http_export_configured_by_environment(monkeypatch):
     assert attrs["gen_ai.response.model"].string_value == "gemma3-270m"
     assert attrs["gen_ai.usage.output_tokens"].int_value == 7
     assert [v.string_value for v in attrs["gen_ai.response.finish_reasons"].array_value.values] == ["stop"]
+
+
+async def test_spans_from_the_ingress_are_named_after_the_requested_model(traced):
+    """Through the ingress (in process, fake engines): what a deployed gateway exports."""
+    from tests.serve.ingress_app import client, ingress
+
+    tracer, exporter = traced
+    core = await ingress({"small": (0.1, 0.3, {"reply": "hello there"}), "large": (1.0, 0.8, {})}, tracer=tracer)
+    async with client(core) as c:
+        ok = await c.post("/chat/completions", headers={"traceparent": TRACEPARENT}, json={
+            "model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": True})
+        pinned = await c.post("/completions", json={"model": "large", "prompt": "hi"})
+        bad = await c.post("/chat/completions", json={"model": "auto", "messages": []})
+    assert (ok.status_code, pinned.status_code, bad.status_code) == (200, 200, 400)
+    spans = exporter.get_finished_spans()
+    requests = [s for s in spans if s.kind == SpanKind.SERVER]
+    assert [s.name for s in requests] == ["chat auto", "text_completion large", "chat"]
+    chat, completion, rejected = requests
+    assert format(chat.context.trace_id, "032x") == TRACE_ID and chat.attributes["tiergate.stream"] is True
+    assert chat.attributes["gen_ai.request.model"] == "auto" and chat.attributes["gen_ai.response.model"] == "small"
+    assert chat.attributes["gen_ai.usage.output_tokens"] == 2
+    assert completion.attributes["gen_ai.response.model"] == "large"
+    assert rejected.status.status_code == StatusCode.ERROR
+    routes = [s for s in spans if s.name == "route"]
+    assert {s.parent.span_id for s in routes} == {chat.context.span_id, completion.context.span_id}
