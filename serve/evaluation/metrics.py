@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -83,8 +82,8 @@ def random_mix_frontier(fixed: dict[str, tuple[float, float]]) -> list[tuple[flo
     pts = sorted(set(fixed.values()))
     hull: list[tuple[float, float]] = []
     for c, a in pts:
-        while hull and hull[-1][1] <= a:
-            hull.pop()
+        if hull and a <= hull[-1][1]:  # no better than a cheaper point: never worth buying
+            continue
         while len(hull) >= 2:
             (c1, a1), (c2, a2) = hull[-2], hull[-1]
             if (a2 - a1) * (c - c1) <= (a - a1) * (c2 - c1):  # middle point under the chord: drop it
@@ -116,6 +115,3 @@ def area_under(points: Sequence[tuple[float, float]], lo: float, hi: float) -> f
     best = [max([a for c, a in points if c <= g + 1e-15], default=0.0) for g in grid]
     return float(np.trapezoid(best, grid) / (hi - lo))
 
-
-def pairs(names: Sequence[str]) -> list[tuple[str, str]]:
-    return list(combinations(names, 2))

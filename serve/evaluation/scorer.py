@@ -11,7 +11,7 @@ Each item has ``answer`` (a list of accepted answers) and ``kind``:
     ``... so she makes 18.``) equals the answer;
 ``choice``
     the letter the reply picks equals the answer: a leading letter (``B``, ``B.``, ``(B)``,
-    ``B) 4``), a stated one (``The answer is B``, ``Answer: B``), or, when the reply gives an option's
+    ``B) 4``; not ``A or B``), a stated one (``The answer is B``, ``Answer: B``), or, when the reply gives an option's
     text instead of its letter, the option whose text the first line is (the options are read from
     the prompt's ``A. ...`` lines); anything else (no letter, several letters) fails;
 ``word``
@@ -36,6 +36,7 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _WORD = re.compile(r"[a-z0-9']+")
 _LEAD_LETTER = re.compile(r"^\(?([A-D])(?:[\s.):,]|$)")
 _STATED_LETTER = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*:?\s*\(?([A-D])\b", re.IGNORECASE)
+_ALTERNATIVE = re.compile(r"\b(?:or|and)\s+\(?([A-D])\b")  # "A or B": two picks, none counts
 _OPTION = re.compile(r"^([A-D])\.\s*(.+?)\s*$", re.MULTILINE)
 KINDS = ("number", "gsm8k", "choice", "word", "yesno")
 
@@ -72,7 +73,8 @@ def chosen_letter(reply: str, prompt: str = "") -> str | None:
             break
     m = _LEAD_LETTER.match(line)
     if m:
-        return m.group(1)
+        hedged = {x for x in _ALTERNATIVE.findall(line)} - {m.group(1)}
+        return None if hedged else m.group(1)
     stated = {s.upper() for s in _STATED_LETTER.findall(reply)}
     if len(stated) == 1:
         return stated.pop()
@@ -114,15 +116,17 @@ def score_item(item: dict[str, Any], reply: str) -> float:
     return score(scoring_kind(item), item["answer"], reply, item.get("prompt", ""))
 
 
-# What a product would add to the prompt so that a short reply is scorable (the gateway adds nothing).
+# What a product would put in the user's prompt so that the reply is scorable (the gateway adds nothing).
+# The letter instruction goes first: after the question (which ends "Answer:") the Qwen2.5-Coder models
+# mostly began to reason and were cut off (1.5B: 4/14 correct on a trial; instruction first: 6/14).
 INSTRUCTIONS = {
-    "choice": "Answer with the letter of the correct option only.",
-    "gsm8k": "Give only the final answer, as a number.",
+    "choice": ("Answer with the letter (A, B, C or D) of the correct option, and nothing else.\n\n", ""),
+    "gsm8k": ("", "\n\nSolve it step by step, then give the final answer as a number on the last line."),
 }
 
 
 def product_prompt(item: dict[str, Any]) -> str:
-    """The user message a product would send for this item: its prompt plus, where the set needs
-    one, an instruction asking for a short answer (the shipped set's prompts carry their own)."""
-    extra = INSTRUCTIONS.get(scoring_kind(item))
-    return f"{item['prompt']}\n\n{extra}" if extra else item["prompt"]
+    """The user message a product would send for this item: its prompt with, where the set needs one,
+    an instruction on the answer's form (the shipped set's prompts carry their own)."""
+    before, after = INSTRUCTIONS.get(scoring_kind(item), ("", ""))
+    return f"{before}{item['prompt']}{after}"

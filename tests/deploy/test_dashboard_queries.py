@@ -131,7 +131,7 @@ def test_every_query_against_the_live_gateway(tmp_path, gateway):
     prom = _scrape(tmp_path, gateway.base_url)
     try:
         with httpx.Client(base_url=gateway.api, timeout=120) as client:
-            for i, model in enumerate(("auto", "auto", "smollm2-135m-instruct", "gemma3-270m", "auto")):
+            for i, model in enumerate(("auto", "auto", "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "auto")):
                 _chat(client, model, i)
                 time.sleep(1.5)  # spread requests over scrapes so rates see increases
             assert client.post("/chat/completions", json={"model": "no-such-model", "messages": [
@@ -149,7 +149,7 @@ def test_every_query_against_the_live_gateway(tmp_path, gateway):
         prom.close()
 
 
-SMALL, LARGE = "smollm2-135m-instruct", "gemma3-270m"
+SMALL, LARGE = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
 EVERY_REQUEST = {"rate": 1.0, "max_per_minute": 600, "burst": 100, "max_cost_usd_per_hour": None, "max_in_flight": 8}
 DRIFT_WINDOW_S = 8
 # Queries that cannot return data from this gateway, each with the reason:

@@ -155,7 +155,7 @@ def test_cpu_workers_have_no_gpus_and_autoscaling_follows_values():
 
 def test_api_keys_secret_is_mounted_named_by_env_and_read_by_the_gateway(tmp_path):
     keys = [{"name": "team-a", "key": "sk-tiergate-team-a-0001"},
-            {"name": "team-b", "key_sha256": "ab" * 32, "models": ["gemma3-270m"], "priority": "low",
+            {"name": "team-b", "key_sha256": "ab" * 32, "models": ["qwen2.5-coder-0.5b-instruct"], "priority": "low",
              "limits": {"requests_per_minute": 60}}]
     objects = render({"apiKeys": {"keys": keys}})
     (secret,) = by_kind(objects, "Secret")

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from router.errors import ConfigError, RegistryError
 from serve.config import load_pool, parse_pool
@@ -17,8 +18,11 @@ BASE = yaml.safe_load(CPU_POOL.read_text())
 
 def test_default_pool_loads():
     pool = load_pool(CPU_POOL)
-    assert [m.name for m in pool.models] == ["smollm2-135m-instruct", "gemma3-270m"]
-    assert pool.models[0].card().price.input_per_mtok < pool.models[1].card().price.input_per_mtok
+    assert [m.name for m in pool.models] == [
+        "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
+    prices = [m.card().price for m in pool.models]
+    assert prices[0].input_per_mtok < prices[1].input_per_mtok < prices[2].input_per_mtok  # the ladder's order
+    assert prices[0].output_per_mtok < prices[1].output_per_mtok < prices[2].output_per_mtok
 
 
 @pytest.mark.parametrize("path,value,needle", [
@@ -53,7 +57,7 @@ def test_missing_and_invalid_files(tmp_path):
 
 def test_config_is_frozen():
     pool = load_pool(CPU_POOL)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         pool.name = "x"  # type: ignore[misc]
 
 
@@ -65,9 +69,9 @@ def test_engine_registry_lists_valid_names():
 
 def test_engine_args_are_validated():
     cls = engine_class("llama_cpp")
-    with pytest.raises(Exception, match="n_threads"):
+    with pytest.raises(ValidationError, match="n_threads"):
         cls.Args.model_validate({"n_threads": 0})
-    with pytest.raises(Exception, match="extra"):
+    with pytest.raises(ValidationError, match="extra"):
         cls.Args.model_validate({"flash": True})
 
 

@@ -122,10 +122,13 @@ def test_the_shipped_cpu_profile_matches_the_cpu_pool():
     assert set(profile.models) == {m.name for m in pool.models}
     assert profile.report["n_prompts"] >= 100
     assert CPU_PROFILE.stat().st_size < 3_000_000
-    # measured on the shipped labelled set: the 135M chat model knows capitals, the 270M model sums
-    sums = loaded.predictor.predict_one("What is 45 + 27? Answer with just the number.")
-    capital = loaded.predictor.predict_one("What is the capital of Spain? Answer with the city name only.")
-    assert capital["smollm2-135m-instruct"] > sums["smollm2-135m-instruct"]
-    assert sums["gemma3-270m"] > capital["gemma3-270m"]
+    # measured on the shipped labelled set (0.44 / 0.80 / 0.93 correct): the ladder's order holds on
+    # average over the set's prompts, as predicted by the profile
+    items = [json.loads(line) for line in (ROOT / "deploy/eval/cpu-labelled.jsonl").read_text().split("\n") if line]
+    preds = loaded.predictor.predict([it["prompt"] for it in items])
+    mean = {m.name: sum(p[m.name] for p in preds) / len(preds) for m in pool.models}
+    assert mean["smollm2-135m-instruct"] < mean["qwen2.5-coder-0.5b-instruct"] < mean["qwen2.5-coder-1.5b-instruct"]
+    top = pool.models[-1].name  # the best model meets the cascade's target unescalated
     for c in profile.cascade:
-        assert c.model in profile.models and c.threshold < 0 and 0 < c.escalation_rate < 1
+        assert c.model in profile.models and c.threshold < 0
+        assert (0 <= c.escalation_rate < 0.5) if c.model == top else (0 < c.escalation_rate < 1), c

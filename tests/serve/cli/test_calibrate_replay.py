@@ -4,7 +4,6 @@ plus the shipped labelled set and its scorer."""
 from __future__ import annotations
 
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -107,11 +106,8 @@ def test_replay_errors_name_the_problem(tmp_path, capsys):
 
 
 def test_shipped_labelled_set_and_scorer():
-    sys.path.insert(0, str(EVAL_DIR))
-    try:
-        from scorer import score
-    finally:
-        sys.path.remove(str(EVAL_DIR))
+    from serve.evaluation.scorer import score
+
     items = [json.loads(line) for line in (EVAL_DIR / "cpu-labelled.jsonl").read_text().split("\n") if line.strip()]
     assert 100 <= len(items) <= 400 and len({i["id"] for i in items}) == len(items)
     assert all(i["kind"] in ("number", "word", "yesno") and i["answer"] for i in items)
@@ -123,6 +119,6 @@ def test_shipped_labelled_set_and_scorer():
     assert score("word", ["below"], "What is the opposite of 'below'? Answer") == 0.0
     assert score("yesno", ["no"], "No, it is not.") == 1.0 and score("yesno", ["no"], "Yes") == 0.0
     # the measured outcomes the CPU profile was calibrated from cover the same prompts
-    measured = [json.loads(line) for line in (EVAL_DIR / "cpu-default-outcomes.jsonl").read_text().split("\n")
+    measured = [json.loads(line) for line in (EVAL_DIR / "ladder-outcomes.jsonl").read_text().split("\n")
                 if line.strip()]
-    assert {m["prompt"] for m in measured} == {i["prompt"] for i in items}
+    assert {i["prompt"] for i in items} <= {m["prompt"] for m in measured}

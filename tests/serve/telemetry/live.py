@@ -13,7 +13,7 @@ from tests.conftest import CPU_POOL
 
 BASE_POOL = yaml.safe_load(CPU_POOL.read_text())
 SMALL = next(m for m in BASE_POOL["models"] if m["name"] == "smollm2-135m-instruct")
-LARGE = next(m for m in BASE_POOL["models"] if m["name"] == "gemma3-270m")
+LARGE = next(m for m in BASE_POOL["models"] if m["name"] == "qwen2.5-coder-0.5b-instruct")
 # every request drawn, caps far above what a test sends
 EVERY_REQUEST = {"rate": 1.0, "max_per_minute": 6000, "burst": 1000, "max_cost_usd_per_hour": None,
                  "max_in_flight": 8}
