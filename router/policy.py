@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from router.errors import (
     BudgetInfeasibleError,
     ContextLengthError,
+    InvalidRequestError,
     PermissionDeniedError,
     UnknownModelError,
     UnmetBudget,
@@ -28,6 +29,8 @@ from router.types import (
 )
 
 _BUDGETS = ("latency", "quality", "cost")
+# the request field that asks for each capability, named in the error when no model has it
+CAPABILITY_PARAM = {"tools": "tools", "json_schema": "response_format"}
 
 
 def merge_budget(request: Budget | None, defaults: Budget) -> Budget:
@@ -95,7 +98,7 @@ class Router:
             return None
         try:
             d = self._choose(req, loads, quality, exclude=failed)
-        except (BudgetInfeasibleError, ContextLengthError):
+        except (BudgetInfeasibleError, InvalidRequestError):  # also no context or capability left
             return None
         why = f"failed over from {', '.join(sorted(failed))}: {d.explanation}"
         return Decision(model=d.model, reason=RouteReason.FALLBACK, explanation=why, prediction=d.prediction,
@@ -105,6 +108,7 @@ class Router:
                 exclude: frozenset[str]) -> Decision:
         names = [n for n in self._cards if n not in exclude and (req.allowed_models is None
                                                                   or n in req.allowed_models)]
+        names = self._capable(req, names)
         preds = tuple(
             self.predict(req, name, loads.get(name), quality.get(name, self._cards[name].prior_quality))
             for name in names
@@ -131,7 +135,7 @@ class Router:
         if feasible:
             best = min(feasible, key=lambda p: (p.cost_usd, -p.quality, p.latency_ms, p.model))
             why = (f"cheapest of {len(feasible)} model(s) meeting every budget "
-                   f"({_describe_budget(req.budget)})")
+                   f"({_describe_budget(req.budget)}){_describe_needs(req)}")
             return Decision(model=best.model, reason=RouteReason.CHEAPEST_FEASIBLE, explanation=why,
                             prediction=best, budget_met=True, candidates=preds)
         unmet = _unmet(fitting, req.budget)
@@ -140,10 +144,25 @@ class Router:
         best = min(fitting, key=lambda p: (_violation(p, req.budget), p.cost_usd, p.model))
         missed = tuple(name for name, ok in zip(
             _BUDGETS, (best.fits_latency, best.fits_quality, best.fits_cost)) if not ok)
-        why = (f"no model meets every budget ({_describe_budget(req.budget)}); "
+        why = (f"no model{_describe_needs(req)} meets every budget ({_describe_budget(req.budget)}); "
                f"closest is {best.model}, missing {', '.join(missed)}")
         return Decision(model=best.model, reason=RouteReason.BEST_EFFORT, explanation=why,
                         prediction=best, budget_met=False, unmet=missed, candidates=preds)
+
+    def _capable(self, req: RouteRequest, names: list[str]) -> list[str]:
+        """The models among ``names`` able to serve the request; an error naming what none of them has."""
+        if not req.requires or not names:
+            return names
+        capable = [n for n in names if req.requires <= self._cards[n].capabilities]
+        if capable:
+            return capable
+        missing = sorted(req.requires - frozenset.intersection(*(self._cards[n].capabilities for n in names)))
+        have = sorted(n for n, c in self._cards.items() if req.requires <= c.capabilities)
+        who = f"model {names[0]}" if req.pinned_model is not None else "no model this request may use"
+        verb = "does not support" if req.pinned_model is not None else "supports"
+        where = f"; models that do: {', '.join(have)}" if have else "; no model in the pool does"
+        raise InvalidRequestError(f"{who} {verb} {' and '.join(missing)}{where}",
+                                  param=CAPABILITY_PARAM.get(missing[0], missing[0]), code="unsupported_capability")
 
     def _pinned(self, req: RouteRequest, loads: Mapping[str, ModelLoad],
                 quality: Mapping[str, float]) -> Decision:
@@ -154,6 +173,7 @@ class Router:
             raise PermissionDeniedError(f"this API key may not use model {name!r}; allowed: "
                                         f"{', '.join(sorted(req.allowed_models))}", param="model",
                                         code="model_not_allowed")
+        self._capable(req, [name])
         pred = self.predict(req, name, loads.get(name), quality.get(name, card.prior_quality))
         if not pred.fits_context:
             raise ContextLengthError(
@@ -224,6 +244,10 @@ def _jointly_only(u: UnmetBudget, b: Budget) -> bool:
     if u.budget == "min_quality":
         return u.best_achievable >= u.requested
     return u.best_achievable <= u.requested
+
+
+def _describe_needs(req: RouteRequest) -> str:
+    return f" among those supporting {' and '.join(sorted(req.requires))}" if req.requires else ""
 
 
 def _describe_budget(b: Budget) -> str:

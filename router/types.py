@@ -63,6 +63,7 @@ class ModelCard:
     latency_prior: LatencyPrior
     concurrency: int = 1  # requests one replica serves at the same time
     replicas: int = 1
+    capabilities: frozenset[str] = frozenset()  # e.g. "tools", "json_schema"
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class RouteRequest:
     pinned_model: str | None = None
     task: str | None = None
     allowed_models: frozenset[str] | None = None  # None: every pool model (an API key may narrow it)
+    requires: frozenset[str] = frozenset()  # capabilities the answering model must have
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,9 @@ class ModelConfig(Frozen):
     max_ongoing_requests: int = Field(default=8, ge=1)
     max_queued_requests: int = Field(default=64, ge=-1)
     engine_args: dict[str, Any] = Field(default_factory=dict)
+    capabilities: tuple[Literal["tools", "json_schema"], ...] = Field(
+        default=(), description="what the model can serve beyond plain text: tools (its chat template has a "
+        "tool-call format), json_schema (constrained JSON output: response_format json_object/json_schema)")
 
     @field_validator("engine")
     @classmethod
@@ -146,6 +149,7 @@ class ModelConfig(Frozen):
             latency_prior=LatencyPrior(**self.latency_prior.model_dump()),
             concurrency=self.concurrency,
             replicas=self.replicas,
+            capabilities=frozenset(self.capabilities),
         )
 
 

@@ -17,9 +17,22 @@ from pydantic import BaseModel, ConfigDict
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One function call the model made; ``arguments`` is JSON text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+    index: int = 0
+
+
+@dataclass(frozen=True)
 class Message:
     role: str
     content: str
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool turn: the call it answers
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,44 @@ class SamplingParams:
     seed: int | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    top_k: int | None = None  # None: the engine's configured default; 0 disables
+    min_p: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) in the answering model's vocabulary
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """Constrained output: ``json_object`` (any JSON object) or ``json_schema`` (``schema`` is JSON text)."""
+
+    type: str
+    schema: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call; ``parameters`` is its JSON Schema as JSON text."""
+
+    name: str
+    parameters: str = '{"type": "object", "properties": {}}'
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The tools of one request and how the model may use them.
+
+    ``choice``: ``auto`` (the model decides), ``required`` (at least one call), ``function``
+    (a call to ``function``), ``none`` is never sent to an engine (the request carries no tools).
+    """
+
+    specs: tuple[ToolSpec, ...]
+    choice: str = "auto"
+    function: str | None = None
+    parallel: bool = True
 
 
 @dataclass(frozen=True)
@@ -41,6 +92,8 @@ class GenerationRequest:
     sampling: SamplingParams
     messages: tuple[Message, ...] | None = None
     prompt: str | None = None
+    response_format: ResponseFormat | None = None
+    tools: Tools | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -60,7 +113,8 @@ class Chunk:
 
     text: str = ""
     logprobs: tuple[TokenLogprob, ...] = ()
-    finish_reason: str | None = None  # "stop" | "length" | "cancelled"
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "tool_calls"
+    tool_calls: tuple[ToolCall, ...] = ()
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
