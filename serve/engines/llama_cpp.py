@@ -31,6 +31,8 @@ from serve.engines.base import (
     Message,
     TokenLogprob,
 )
+from serve.engines.structured import request_grammar
+from serve.engines.tools import CLOSE, ToolChunks, template_has_tool_format, template_messages, template_tools
 from serve.weights import resolve_weights
 
 _DONE = object()
@@ -88,6 +90,7 @@ class LlamaCppEngine(Engine):
         self.args = args
         self._llm: Any = None
         self._formatter: Any = None
+        self._tool_format = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{model.name}")
         self._lock = asyncio.Lock()
         self._waiting = 0
@@ -116,12 +119,14 @@ class LlamaCppEngine(Engine):
             model_path=str(path), n_ctx=self.model.context_length, n_threads=self.args.n_threads,
             n_threads_batch=self.args.n_threads, n_batch=self.args.n_batch,
             use_mmap=self.args.use_mmap, verbose=False,
+            last_n_tokens_size=self.model.context_length,  # penalties see the whole generation
         )
         template = llm.metadata.get("tokenizer.chat_template")
         if self.model.prompt_format == "chat_template" and template:
             eos = llm.detokenize([llm.token_eos()]).decode("utf-8", "ignore")
             bos = llm.detokenize([llm.token_bos()]).decode("utf-8", "ignore") if llm.token_bos() >= 0 else ""
             self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+            self._tool_format = template_has_tool_format(template)
         self._llm = llm
 
     async def stop(self) -> None:
@@ -141,9 +146,14 @@ class LlamaCppEngine(Engine):
         if request.prompt is not None:
             return request.prompt, ()
         assert request.messages is not None
+        if request.tools is not None or any(m.role == "tool" or m.tool_calls for m in request.messages):
+            if not self._tool_format:
+                raise InvalidRequestError(f"model {self.model.name} has no tool-call format in its chat template",
+                                          param="tools", code="unsupported_capability")
         if self._formatter is not None:
             try:
-                out = self._formatter(messages=[{"role": m.role, "content": m.content} for m in request.messages])
+                out = self._formatter(messages=template_messages(request.messages),
+                                      tools=template_tools(request.tools))
             except ValueError as err:  # the template's raise_exception, e.g. bad role order
                 raise InvalidRequestError(f"messages rejected by {self.model.name}'s chat template: {err}",
                                           param="messages") from None
@@ -163,9 +173,21 @@ class LlamaCppEngine(Engine):
             raise EngineNotReadyError(f"model {self.model.name} is still loading")
 
     # ------------------------------------------------------------------ generation
+    def _check_bias(self, request: GenerationRequest) -> None:
+        n_vocab = self._llm.n_vocab()
+        bad = [t for t, _ in request.sampling.logit_bias if t >= n_vocab]
+        if bad:
+            raise InvalidRequestError(f"logit_bias: token id {bad[0]} is not in {self.model.name}'s vocabulary "
+                                      f"({n_vocab} tokens)", param="logit_bias", code="invalid_value")
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         self._require_ready()
+        self._check_bias(request)
         text, template_stops = self._prompt_text(request)
+        grammar = request_grammar(request)
+        tools = ToolChunks(request.tools) if request.tools is not None else None
+        if request.tools is not None and request.tools.choice == "auto" and not request.tools.parallel:
+            template_stops += (CLOSE,)  # one call at most: stop after it (the parser takes an unclosed block)
         tokens = self._tokenize(text)
         n_ctx = self.model.context_length
         if len(tokens) >= n_ctx:
@@ -188,7 +210,7 @@ class LlamaCppEngine(Engine):
             self._waiting -= 1
         self._running += 1
         future = loop.run_in_executor(
-            self._executor, self._generate, tokens, request, template_stops, emit, cancelled)
+            self._executor, self._generate, tokens, request, template_stops, grammar, emit, cancelled)
         try:
             while True:
                 item = await queue.get()
@@ -196,7 +218,7 @@ class LlamaCppEngine(Engine):
                     break
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                yield tools.chunk(item) if tools is not None else item
             await future
         finally:
             cancelled.set()
@@ -210,16 +232,46 @@ class LlamaCppEngine(Engine):
         self._lock.release()
 
     def _generate(self, tokens: list[int], request: GenerationRequest, template_stops: tuple[str, ...],
-                  emit: Callable[[Any], None], cancelled: threading.Event) -> None:
+                  grammar: str | None, emit: Callable[[Any], None], cancelled: threading.Event) -> None:
         try:
-            self._generate_inner(tokens, request, template_stops, emit, cancelled)
+            self._generate_inner(tokens, request, template_stops, grammar, emit, cancelled)
         except Exception as err:  # noqa: BLE001 - crossing the thread boundary
-            emit(err if isinstance(err, EngineError) else EngineError(f"{self.model.name}: {err}"))
+            known = isinstance(err, (EngineError, InvalidRequestError))
+            emit(err if known else EngineError(f"{self.model.name}: {err}"))
         finally:
             emit(_DONE)
 
+    def _grammar(self, text: str | None) -> Any:
+        """A LlamaGrammar for ``text``, checked by llama.cpp's own parser first (a bad one would crash it)."""
+        if text is None:
+            return None
+        import llama_cpp
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        probe = llama_cpp.llama_sampler_init_grammar(self._llm._model.vocab, text.encode("utf-8"), b"root")
+        if not probe:
+            raise InvalidRequestError("the response format could not be compiled into a grammar",
+                                      param="response_format", code="invalid_schema")
+        llama_cpp.llama_sampler_free(probe)
+        return LlamaGrammar.from_string(text, verbose=False)
+
+    @staticmethod
+    def _bias_processor(bias: tuple[tuple[int, float], ...]) -> Any:
+        if not bias:
+            return None
+        from llama_cpp import LogitsProcessorList
+
+        ids = np.array([t for t, _ in bias], dtype=np.intc)
+        values = np.array([b for _, b in bias], dtype=np.single)
+
+        def add_bias(_input_ids: Any, scores: np.ndarray) -> np.ndarray:
+            scores[ids] += values
+            return scores
+
+        return LogitsProcessorList([add_bias])
+
     def _generate_inner(self, tokens: list[int], request: GenerationRequest, template_stops: tuple[str, ...],
-                        emit: Callable[[Any], None], cancelled: threading.Event) -> None:
+                        grammar_text: str | None, emit: Callable[[Any], None], cancelled: threading.Event) -> None:
         import llama_cpp
 
         llm = self._llm
@@ -234,8 +286,11 @@ class LlamaCppEngine(Engine):
         prompt_tokens = len(tokens)
         produced = 0
         finish = "length"
-        gen = llm.generate(tokens, top_k=self.args.top_k, top_p=sp.top_p, min_p=0.0, temp=sp.temperature,
-                           repeat_penalty=1.0, reset=True)
+        gen = llm.generate(tokens, top_k=self.args.top_k if sp.top_k is None else sp.top_k, top_p=sp.top_p,
+                           min_p=sp.min_p, temp=sp.temperature, repeat_penalty=sp.repetition_penalty,
+                           presence_penalty=sp.presence_penalty, frequency_penalty=sp.frequency_penalty,
+                           logits_processor=self._bias_processor(sp.logit_bias),
+                           grammar=self._grammar(grammar_text), reset=True)
         try:
             while produced < max_new:
                 if cancelled.is_set():
