@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="labelled JSONL file, optionally FILE:N for at most N prompts per task (repeatable)")
     p.add_argument("--per-task", type=int, default=0, help="at most N prompts per task, seeded (0: all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="", help="a split file (deploy/eval/split.json): only its held-out tasks")
     p.add_argument("--floors", default="0.3,0.5,0.7", help="router quality floors (min_quality)")
     p.add_argument("--cascade-floors", default="", help="floors also run with routing.cascade true")
     p.add_argument("--variants", default="", help="only these variants (comma-separated names)")
@@ -178,6 +179,11 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import openai
 
     items = load_sets(args.set, args.per_task, args.seed)
+    if getattr(args, "split", ""):
+        held = set(json.loads(Path(args.split).read_text())["heldout_tasks"])
+        items = [it for it in items if it["task"] in held]
+        if not items:
+            raise SystemExit(f"no prompt of {args.set} is in a held-out task of {args.split}")
     client = openai.AsyncOpenAI(base_url=f"{args.base_url.rstrip('/')}/v1", api_key=args.api_key,
                                 timeout=args.timeout, max_retries=0)
     listed = await client.models.list()

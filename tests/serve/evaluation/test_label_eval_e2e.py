@@ -38,7 +38,7 @@ def test_label_runs_a_real_model_and_scores_its_replies(tmp_path, capsys):
 @pytest.mark.e2e
 async def test_eval_scores_every_variant_through_the_gateway(gateway, tmp_path):
     args = argparse.Namespace(base_url=gateway.base_url, api_key="unused", set=[f"{SHIPPED}:1"], per_task=0,
-                              seed=0, floors="0.5", cascade_floors="", variants="router@0.5,random",
+                              seed=0, split="", floors="0.5", cascade_floors="", variants="router@0.5,random",
                               concurrency=2, timeout=120.0, out=str(tmp_path))
     report = await evaluate(args)
     n = report["prompts"]
