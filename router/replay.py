@@ -216,3 +216,28 @@ def normalised_area(curve: Curve, cheapest_quality: float, priciest_quality: flo
     if gap <= 1e-12:
         return None
     return (curve.area() - cheapest_quality) / gap
+
+
+# ----------------------------------------------------------------------------- cross-validation
+def task_fold_index(tasks: Sequence[str] | np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each row's fold in ``0 .. folds - 1``; whole tasks go to one fold, dealt in a seeded shuffle.
+
+    Folds differ in size when tasks do; every fold gets at least one task.
+    """
+    names, inverse = np.unique(np.asarray(tasks), return_inverse=True)
+    if not 2 <= folds <= names.size:
+        raise ValueError(f"{folds} folds need between 2 and {names.size} tasks (the data has {names.size})")
+    order = np.random.default_rng(seed).permutation(names.size)
+    fold_of_task = np.empty(names.size, dtype=int)
+    fold_of_task[order] = np.arange(names.size) % folds
+    return fold_of_task[inverse]
+
+
+def spread(values: Sequence[float | None]) -> dict[str, float | int | None]:
+    """Mean, sample standard deviation, min and max of the defined values, and how many there were."""
+    v = np.array([x for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
+    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return {"mean": round(float(v.mean()), 6), "sd": round(sd, 6), "min": round(float(v.min()), 6),
+            "max": round(float(v.max()), 6), "n": int(v.size)}

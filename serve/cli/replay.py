@@ -2,6 +2,7 @@
 
     tiergate replay --train FILE [--train FILE ...] --eval FILE --json [--plot PNG]
                     [--holdout-tasks FRACTION] [--seed N] [--cost MODEL=PRICE ...]
+    tiergate replay --train FILE [--train FILE ...] --cv K [--seeds 0,1,2] [--markdown MD] --json
 
 Prints ONE JSON object. With two models, for the router and the baselines ``random``,
 ``knn`` (k=40 on the same embeddings) and ``oracle``: ``apgr``, ``cpt50``, ``cpt80``,
@@ -12,12 +13,19 @@ the files; the weak and strong models are the lowest and highest by mean trainin
 
 ``--holdout-tasks F`` evaluates on a deterministic fraction F of the eval file's tasks and
 drops those tasks (and any prompt id of the eval set) from training: unseen tasks only.
+
+``--cv K`` is leave-tasks-out cross-validation on the training files (two models): for each
+seed the tasks are dealt into K folds and each fold is routed by a predictor trained on the
+others (see :mod:`serve.cli.replay_cv`). It prints the mean and spread over folds of APGR, the
+strong share at 95% of strong quality and ECE for the router, its min-quality floor rule and
+the baselines, plus every fold's figures; ``--markdown`` writes the summary table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +35,7 @@ from router.errors import ConfigError
 from router.quality.dataset import ReplaySet, holdout_tasks
 from router.quality.features import feature_matrix
 from router.quality.knn import knn_quality
+from router.quality.train import fit_quality
 from router.replay import (
     cost_quality_curve,
     expected_calibration_error,
@@ -36,6 +45,7 @@ from router.replay import (
     two_model_report,
 )
 from serve.cli.calibrate import DEFAULT_MAX_CHARS, ENCODER_KINDS, fit_profile, make_encoder, read_replay
+from serve.cli.replay_cv import cross_validate, markdown_table
 from serve.quality_profile import encode_all
 
 KNN_K = 40
@@ -165,7 +175,59 @@ def plot(curves: dict[str, list[list[float]]], result: dict[str, object], path: 
     plt.close(fig)
 
 
+def router_predictions(train: ReplaySet, emb_train: np.ndarray, evals: ReplaySet, emb_eval: np.ndarray,
+                       seed: int, *, encoder_name: str = "") -> np.ndarray:
+    """P(acceptable) on ``evals`` from the quality predictor `tiergate calibrate` would fit on ``train``."""
+    params, _ = fit_quality(emb_train, feature_matrix(train.prompts), train.outcomes, train.models, train.tasks,
+                            encoder_name=encoder_name, seed=seed)
+    return params.probabilities(emb_eval, feature_matrix(evals.prompts))
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds needs distinct integers, got {text!r}")
+    return seeds
+
+
+def run_cv(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    data = read_replay(args.train)
+    if len(data.models) != 2:
+        raise ConfigError(f"--cv compares a weak and a strong model; the data scores {len(data.models)} "
+                          f"({', '.join(data.models)})")
+    c = _costs(data, args.cost or [])
+    weak, strong = (int(i) for i in np.argsort(c, kind="stable"))
+    encoder, spec = make_encoder(args.encoder, Path("."), args.max_chars)
+    emb = encode_all(encoder, data.prompts)
+
+    def fit_predict(tr: ReplaySet, e_tr: np.ndarray, ev: ReplaySet, e_ev: np.ndarray, seed: int) -> np.ndarray:
+        return router_predictions(tr, e_tr, ev, e_ev, seed, encoder_name=spec.name)
+
+    log = (lambda msg: print(f"tiergate replay: {msg}", file=sys.stderr, flush=True)) if args.verbose else None
+    cv = cross_validate(data, emb, fit_predict, folds=args.cv, seeds=_seeds(args.seeds), weak=weak,
+                        strong=strong, progress=log)
+    result = {"train": list(args.train), "models": list(data.models), "weak": data.models[weak],
+              "strong": data.models[strong], "encoder": spec.name, "n_prompts": len(data), **cv,
+              "seconds": round(time.perf_counter() - t0, 1)}
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(result), encoding="utf-8")
+        result["markdown"] = args.markdown
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.cv is not None:
+        if args.eval or args.holdout_tasks is not None or args.plot:
+            raise ConfigError("--cv evaluates the training files on held-out tasks by itself: "
+                              "leave out --eval, --holdout-tasks and --plot")
+        return run_cv(args)
+    if not args.eval:
+        raise ConfigError("give --eval FILE to route, or --cv K for leave-tasks-out cross-validation")
     t0 = time.perf_counter()
     train = read_replay(args.train)
     evals = read_replay([args.eval])
@@ -188,7 +250,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("replay", help="evaluate routing on replay files against baselines",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", action="append", required=True, metavar="FILE", help="replay file (repeatable)")
-    p.add_argument("--eval", required=True, metavar="FILE", help="replay file to route")
+    p.add_argument("--eval", metavar="FILE", help="replay file to route")
     p.add_argument("--json", action="store_true", help="print one JSON object on one line")
     p.add_argument("--plot", metavar="PNG", help="write quality against strong-call share (or cost)")
     p.add_argument("--holdout-tasks", type=float, metavar="FRACTION",
@@ -196,6 +258,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="which tasks are held out, and training seed")
     p.add_argument("--cost", action="append", metavar="MODEL=PRICE",
                    help="model cost for N>2 curves (default: rank by mean training quality)")
+    p.add_argument("--cv", type=int, metavar="K", help="leave-tasks-out cross-validation with K folds by task")
+    p.add_argument("--seeds", default="0,1,2", help="with --cv: seeds that deal the tasks into folds (and train)")
+    p.add_argument("--markdown", metavar="MD", help="with --cv: write the summary as a Markdown table")
+    p.add_argument("--verbose", action="store_true", help="with --cv: one progress line per fold on stderr")
     p.add_argument("--encoder", choices=ENCODER_KINDS, default="static")
     p.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS)
     p.set_defaults(func=run)

@@ -10,7 +10,9 @@ from router.replay import (
     expected_calibration_error,
     normalised_area,
     random_cost_curve,
+    spread,
     strong_share_curve,
+    task_fold_index,
     two_model_report,
     utility_choices,
 )
@@ -110,3 +112,22 @@ def test_cost_curve_needs_ascending_costs():
     y = np.zeros((2, 3))
     with pytest.raises(ValueError):
         cost_quality_curve(y, y, [3.0, 2.0, 1.0])
+
+
+def test_task_folds_keep_tasks_whole_and_depend_on_the_seed():
+    tasks = np.array([f"t{i % 7}" for i in range(70)])
+    a = task_fold_index(tasks, 3, seed=0)
+    assert set(a.tolist()) == {0, 1, 2}
+    for t in set(tasks.tolist()):
+        assert len(set(a[tasks == t].tolist())) == 1  # a task never straddles two folds
+    assert np.array_equal(a, task_fold_index(tasks, 3, seed=0))
+    assert any(not np.array_equal(a, task_fold_index(tasks, 3, seed=s)) for s in range(1, 5))
+    with pytest.raises(ValueError, match="folds"):
+        task_fold_index(tasks, 8, seed=0)
+
+
+def test_spread_by_hand():
+    s = spread([0.5, 0.7, None, 0.6])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(0.6) and s["sd"] == pytest.approx(0.1)
+    assert (s["min"], s["max"]) == (0.5, 0.7)
+    assert spread([None])["mean"] is None

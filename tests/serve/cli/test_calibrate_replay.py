@@ -96,6 +96,32 @@ def test_replay_with_three_models_reports_cost_curves(mmlu_slice, tmp_path, caps
     assert result["oracle"]["area"] >= result["router"]["area"]
 
 
+def test_replay_cross_validation_by_task(mmlu_slice, tmp_path, capsys):
+    md = tmp_path / "cv.md"
+    out = _run(["replay", "--train", str(mmlu_slice), "--cv", "3", "--seeds", "0,1", "--markdown", str(md),
+                "--json"], capsys)
+    result = json.loads(out)
+    assert (result["weak"], result["strong"]) == ("mixtral-8x7b-instruct", "gpt-4-1106-preview")
+    assert result["folds"] == 3 and result["seeds"] == [0, 1] and result["n_folds_evaluated"] == 6
+    for seed in (0, 1):
+        folds = [set(r["eval_tasks"]) for r in result["per_fold"] if r["seed"] == seed]
+        assert sum(len(f) for f in folds) == 12 and len(set().union(*folds)) == 12  # a partition of the tasks
+        assert sum(r["n_eval"] for r in result["per_fold"] if r["seed"] == seed) == 480
+    s = result["summary"]
+    for name in ("router", "router_floor", "knn", "random", "oracle"):
+        assert s[name]["apgr"]["n"] == 6 and s[name]["strong_share_at_95"]["n"] == 6, name
+    assert s["random"]["apgr"]["mean"] == pytest.approx(0.5)
+    for r in result["per_fold"]:
+        assert r["oracle"]["apgr"] >= max(r["router"]["apgr"], r["knn"]["apgr"])
+        assert 0 <= r["router"]["ece"] < 0.5
+    assert 0 <= result["router_beats"]["knn_and_random"] <= 1
+    assert "| router |" in md.read_text() and result["markdown"] == str(md)
+    assert main(["replay", "--train", str(mmlu_slice), "--cv", "13", "--json"]) == 2
+    assert "between 2 and 12 folds" in capsys.readouterr().err
+    assert main(["replay", "--train", str(mmlu_slice), "--cv", "3", "--eval", str(mmlu_slice)]) == 2
+    assert "leave out --eval" in capsys.readouterr().err
+
+
 def test_replay_errors_name_the_problem(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x", "outcomes": {"a": 1.5}}\n')

@@ -1,0 +1,65 @@
+"""Leave-tasks-out cross-validation: no held-out task reaches training, and the scores are right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from router.errors import ConfigError
+from router.quality.dataset import parse_records
+from serve.cli.replay_cv import cross_validate, markdown_table, score_fold
+
+
+def _data(n_tasks: int = 6, per_task: int = 20, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    records = []
+    for t in range(n_tasks):
+        for i in range(per_task):
+            weak = float(rng.random() < 0.4)
+            strong = float(weak or rng.random() < 0.5)
+            records.append((f"r{t}-{i}", {"id": f"t{t}/{i}", "task": f"t{t}", "prompt": f"task {t} item {i}",
+                                          "outcomes": {"weak": weak, "strong": strong}}))
+    data = parse_records(records)
+    return data, rng.normal(size=(len(data), 4)).astype(np.float32)
+
+
+def test_score_fold_by_hand():
+    y = np.array([[1, 1], [0, 1], [0, 0], [1, 1]], dtype=float)
+    pred = np.array([[0.9, 0.9], [0.1, 0.9], [0.5, 0.5], [0.9, 0.9]])
+    prior = np.array([0.5, 0.75])
+    out = score_fold(pred, pred, prior, y, weak=0, strong=1)
+    assert out["router"]["apgr"] == pytest.approx(out["oracle"]["apgr"])  # ranks the only gainer first
+    assert out["random"]["apgr"] == pytest.approx(0.5)
+    assert out["oracle"]["ece"] is None
+    # random predicts the training means: |0.5 - 0.5| for the weak model, |0.75 - 0.75| for the strong
+    assert out["random"]["ece"] == pytest.approx(0.0)
+
+
+def test_cross_validation_never_trains_on_held_out_tasks():
+    data, emb = _data()
+    seen: list[tuple[int, frozenset[str]]] = []
+
+    def fit_predict(train, e_train, evals, e_eval, seed):
+        assert not set(train.tasks.tolist()) & set(evals.tasks.tolist())
+        assert len(train) == e_train.shape[0] and len(evals) == e_eval.shape[0]
+        seen.append((seed, frozenset(evals.tasks.tolist())))
+        return evals.outcomes * 0.98 + 0.01  # a predictor that knows the answers: the router is the oracle
+
+    result = cross_validate(data, emb, fit_predict, folds=3, seeds=[0, 1], weak=0, strong=1)
+    assert result["n_folds_evaluated"] == 6 and len(result["per_fold"]) == 6
+    for seed in (0, 1):  # each seed's folds partition the tasks
+        held = [tasks for s, tasks in seen if s == seed]
+        assert sum(len(t) for t in held) == 6 and frozenset().union(*held) == set(data.tasks.tolist())
+    s = result["summary"]
+    assert s["random"]["apgr"]["mean"] == pytest.approx(0.5)
+    assert s["router"]["apgr"]["mean"] == pytest.approx(s["oracle"]["apgr"]["mean"])
+    assert s["router"]["apgr"]["n"] == 6
+    assert result["router_beats"]["random"] == 1.0
+    table = markdown_table(result)
+    assert "| router |" in table and "| knn |" in table and "6 held-out folds" in table
+
+
+def test_too_many_folds_is_a_config_error():
+    data, emb = _data(n_tasks=3)
+    with pytest.raises(ConfigError, match="folds"):
+        cross_validate(data, emb, lambda *a: None, folds=4, seeds=[0], weak=0, strong=1)
