@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from pydantic import ValidationError
 
 from router.admission import Priority
 from router.errors import AuthenticationError, ConfigError
@@ -63,5 +64,5 @@ def test_bad_key_files_are_clear_errors(tmp_path):
         load_keys(AuthConfig(keys_file=str(tmp_path / "none.yaml")), environ={})
     with pytest.raises(ConfigError, match="at least 16"):
         load_keys(AuthConfig(), environ={"TIERGATE_API_KEYS": "- {name: s, key: short}"})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="key_sha256"):
         ApiKey(name="x", key_sha256="nothex")

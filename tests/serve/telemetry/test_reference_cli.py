@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from serve.cli import main
-from serve.telemetry.drift import DriftConfig, DriftMonitor
+from serve.telemetry.drift import DriftMonitor
 from serve.telemetry.monitoring import Monitoring, MonitoringConfig
 from serve.telemetry.recorder import FeatureRecorder, RecorderConfig
 from serve.telemetry.reference import Reference
@@ -65,4 +65,3 @@ def test_build_errors_name_the_line(tmp_path, capsys):
     assert main(["reference", "build", "--from", str(few), "--out", str(tmp_path / "r.json")]) == 2
     assert "at least 100 answered requests" in capsys.readouterr().err
     assert main(["reference", "show", str(tmp_path / "missing.json")]) == 2
-    assert DriftConfig().methods == ("jensen_shannon",)
