@@ -175,12 +175,26 @@ def plot(curves: dict[str, list[list[float]]], result: dict[str, object], path: 
     plt.close(fig)
 
 
+ABLATIONS = ("embedding", "form")  # what --without can take away from the predictor's inputs
+
+
 def router_predictions(train: ReplaySet, emb_train: np.ndarray, evals: ReplaySet, emb_eval: np.ndarray,
-                       seed: int, *, encoder_name: str = "") -> np.ndarray:
-    """P(acceptable) on ``evals`` from the quality predictor `tiergate calibrate` would fit on ``train``."""
-    params, _ = fit_quality(emb_train, feature_matrix(train.prompts), train.outcomes, train.models, train.tasks,
+                       seed: int, *, encoder_name: str = "", without: str | None = None) -> np.ndarray:
+    """P(acceptable) on ``evals`` from the quality predictor `tiergate calibrate` would fit on ``train``.
+
+    ``without`` measures a signal by its absence: ``embedding`` zeroes the sentence embedding
+    (form features only), ``form`` the prompt-form features (embedding only).
+    """
+    f_train, f_eval = feature_matrix(train.prompts), feature_matrix(evals.prompts)
+    if without == "embedding":
+        emb_train, emb_eval = np.zeros_like(emb_train), np.zeros_like(emb_eval)
+    elif without == "form":
+        f_train, f_eval = np.zeros_like(f_train), np.zeros_like(f_eval)
+    elif without is not None:
+        raise ConfigError(f"--without takes one of {', '.join(ABLATIONS)}, got {without!r}")
+    params, _ = fit_quality(emb_train, f_train, train.outcomes, train.models, train.tasks,
                             encoder_name=encoder_name, seed=seed)
-    return params.probabilities(emb_eval, feature_matrix(evals.prompts))
+    return params.probabilities(emb_eval, f_eval)
 
 
 def _seeds(text: str) -> list[int]:
@@ -205,13 +219,14 @@ def run_cv(args: argparse.Namespace) -> int:
     emb = encode_all(encoder, data.prompts)
 
     def fit_predict(tr: ReplaySet, e_tr: np.ndarray, ev: ReplaySet, e_ev: np.ndarray, seed: int) -> np.ndarray:
-        return router_predictions(tr, e_tr, ev, e_ev, seed, encoder_name=spec.name)
+        return router_predictions(tr, e_tr, ev, e_ev, seed, encoder_name=spec.name, without=args.without)
 
     log = (lambda msg: print(f"tiergate replay: {msg}", file=sys.stderr, flush=True)) if args.verbose else None
     cv = cross_validate(data, emb, fit_predict, folds=args.cv, seeds=_seeds(args.seeds), weak=weak,
                         strong=strong, progress=log)
     result = {"train": list(args.train), "models": list(data.models), "weak": data.models[weak],
-              "strong": data.models[strong], "encoder": spec.name, "n_prompts": len(data), **cv,
+              "strong": data.models[strong], "encoder": spec.name, "without": args.without,
+              "n_prompts": len(data), **cv,
               "seconds": round(time.perf_counter() - t0, 1)}
     if args.markdown:
         Path(args.markdown).write_text(markdown_table(result), encoding="utf-8")
@@ -261,6 +276,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cv", type=int, metavar="K", help="leave-tasks-out cross-validation with K folds by task")
     p.add_argument("--seeds", default="0,1,2", help="with --cv: seeds that deal the tasks into folds (and train)")
     p.add_argument("--markdown", metavar="MD", help="with --cv: write the summary as a Markdown table")
+    p.add_argument("--without", choices=ABLATIONS, help="with --cv: train the router without this input "
+                   "(embedding: prompt-form features only; form: embedding only), to measure what it adds")
     p.add_argument("--verbose", action="store_true", help="with --cv: one progress line per fold on stderr")
     p.add_argument("--encoder", choices=ENCODER_KINDS, default="static")
     p.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS)

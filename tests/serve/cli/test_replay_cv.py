@@ -63,3 +63,18 @@ def test_too_many_folds_is_a_config_error():
     data, emb = _data(n_tasks=3)
     with pytest.raises(ConfigError, match="folds"):
         cross_validate(data, emb, lambda *a: None, folds=4, seeds=[0], weak=0, strong=1)
+
+
+def test_ablations_take_an_input_away():
+    from serve.cli.replay import router_predictions
+
+    data, emb = _data(n_tasks=4, per_task=30)
+    train, evals = data.subset(data.tasks != "t3"), data.subset(data.tasks == "t3")
+    e_tr, e_ev = emb[data.tasks != "t3"], emb[data.tasks == "t3"]
+    same_emb = np.repeat(e_ev[:1], len(evals), axis=0)  # one embedding, prompts of different form
+    no_form = router_predictions(train, e_tr, evals, same_emb, 0, without="form")
+    assert np.allclose(no_form, no_form[0])  # only the (shared) embedding is left to tell them apart
+    no_emb = router_predictions(train, e_tr, evals, e_ev, 0, without="embedding")
+    assert np.allclose(no_emb, router_predictions(train, e_tr, evals, same_emb, 0, without="embedding"))
+    with pytest.raises(ConfigError, match="--without"):
+        router_predictions(train, e_tr, evals, e_ev, 0, without="everything")
