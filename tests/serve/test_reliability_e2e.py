@@ -22,7 +22,8 @@ pytestmark = pytest.mark.e2e
 
 BASE_POOL = yaml.safe_load(CPU_POOL.read_text())
 SMALL = next(m for m in BASE_POOL["models"] if m["name"] == "smollm2-135m-instruct")
-LARGE = next(m for m in BASE_POOL["models"] if m["name"] == "gemma3-270m")
+# the next model up the pool's price ladder
+LARGE = min((m for m in BASE_POOL["models"] if m is not SMALL), key=lambda m: m["price"]["output_per_mtok"])
 Q = [{"role": "user", "content": "Say hi."}]
 
 
@@ -94,8 +95,9 @@ def test_valid_key_is_served_and_forbidden_model_is_403(secure):
 
 def test_health_and_metrics_need_no_key_and_leak_nothing(secure):
     secret_prompt = "zebra-unicorn-secret-prompt-4711"
-    r = chat(secure.base_url, headers=bearer("alice"), messages=[{"role": "user", "content": secret_prompt}])
-    assert r.status_code == 200
+    r = chat(secure.base_url, headers=bearer("alice"), messages=[{"role": "user", "content": secret_prompt}],
+             model=SMALL["name"])  # the real model: its engine and the telemetry see the prompt
+    assert r.status_code == 200 and r.headers["x-tiergate-model"] == SMALL["name"]
     assert httpx.get(f"{secure.base_url}/health").status_code == 200
     text = httpx.get(f"{secure.base_url}/metrics").text
     assert secret_prompt not in text and "zebra" not in text
@@ -176,27 +178,41 @@ def test_deadline_gives_504(faulty):
     assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
 
 
-async def test_client_disconnect_cancels_generation(gateway):
-    before = metric(gateway.base_url, "tiergate_requests_total", status="499")
+@pytest.fixture(scope="module")
+def hangup(serve_cluster):
+    return serve_cluster.deploy("hangup", {"pool_config": pool("hangup", [SMALL])}, "/hangup")
+
+
+def engine_running(app: str, model: str) -> int:
+    """Requests the model's engine itself is generating (its replica's EngineLoad), not the gateway's count."""
+    from ray import serve
+
+    return serve.get_deployment_handle(f"model-{model}", app_name=app).load.remote().result(timeout_s=30).running
+
+
+async def test_client_disconnect_cancels_generation(hangup):
+    before = metric(hangup.base_url, "tiergate_requests_total", status="499")
     async with httpx.AsyncClient(timeout=60) as client:
-        body = {"model": LARGE["name"], "messages": [{"role": "user", "content": "Write a long story."}],
+        body = {"model": SMALL["name"], "messages": [{"role": "user", "content": "Write a long story."}],
                 "max_tokens": 1000, "temperature": 1.0, "stream": True}
-        async with client.stream("POST", f"{gateway.api}/chat/completions", json=body) as r:
+        async with client.stream("POST", f"{hangup.api}/chat/completions", json=body) as r:
             seen = 0
             async for line in r.aiter_lines():
                 seen += line.startswith("data: ")
                 if seen >= 3:
+                    running = await asyncio.to_thread(engine_running, "hangup", SMALL["name"])
                     break  # hang up mid-stream
+    assert running == 1  # the engine was generating this request when the client went away
     for _ in range(100):
-        if metric(gateway.base_url, "tiergate_requests_total", status="499") > before:
+        if metric(hangup.base_url, "tiergate_requests_total", status="499") > before:
             break
         await asyncio.sleep(0.1)
-    assert metric(gateway.base_url, "tiergate_requests_total", status="499") == before + 1
-    for _ in range(100):  # the engine stopped: the model is free long before 1000 tokens
-        if metric(gateway.base_url, "tiergate_requests_in_flight", model=LARGE["name"]) == 0:
+    assert metric(hangup.base_url, "tiergate_requests_total", status="499") == before + 1
+    for _ in range(100):  # the engine stopped: its own load, long before 1000 tokens
+        if await asyncio.to_thread(engine_running, "hangup", SMALL["name"]) == 0:
             break
         await asyncio.sleep(0.1)
-    assert metric(gateway.base_url, "tiergate_requests_in_flight", model=LARGE["name"]) == 0
+    assert await asyncio.to_thread(engine_running, "hangup", SMALL["name"]) == 0
 
 
 # --------------------------------------------------------------------------- a replica killed under load
