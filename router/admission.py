@@ -10,10 +10,11 @@ traffic keeps headroom. When no eligible model admits the request, the caller ge
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from router.errors import OverloadedError
+from router.types import Decision, RouteReason
 
 
 class Priority(str, Enum):
@@ -54,3 +55,27 @@ def admit(order: Sequence[str], in_flight: Mapping[str, int], capacity: Mapping[
         f"every eligible model is saturated for {priority.value}-priority requests; retry later",
         retry_after_s=max(1.0, min(waits) / 1000.0),
     )
+
+
+def admission_order(decision: Decision) -> tuple[str, ...]:
+    """Where admission may send a routed request, in the router's preference: its model, then
+    (unless pinned) the other candidates that fit the context, cheapest first; while the decision
+    meets its budgets, only the others that meet them too."""
+    order = [decision.model]
+    if decision.reason is not RouteReason.PINNED:
+        rest = sorted((c for c in decision.candidates if c.model != decision.model and c.fits_context
+                       and (c.feasible or not decision.budget_met)), key=lambda c: (c.cost_usd, c.model))
+        order += [c.model for c in rest]
+    return tuple(order)
+
+
+def redirected(decision: Decision, chosen: str) -> Decision:
+    """The decision for the model admission chose: the router's own when it had room, else the
+    same route moved to ``chosen``, its budgets judged on ``chosen``'s own prediction."""
+    if chosen == decision.model:
+        return decision
+    pred = next(c for c in decision.candidates if c.model == chosen)
+    unmet = tuple(name for name, ok in zip(("latency", "quality", "cost"),
+                                           (pred.fits_latency, pred.fits_quality, pred.fits_cost)) if not ok)
+    return replace(decision, model=chosen, prediction=pred, budget_met=pred.feasible, unmet=unmet,
+                   explanation=f"{decision.model} is saturated; {chosen} has room")

@@ -84,3 +84,21 @@ def with_cascade(decision: Decision, thresholds: Mapping[str, float]) -> Decisio
         return decision
     return dataclasses.replace(decision, escalate_to=target,
                                escalate_below_confidence=float(thresholds[decision.model]))
+
+
+def escalated(decision: Decision, confidence: float | None, *, failed: bool = False) -> Decision:
+    """The decision to answer with ``decision``'s escalation target once the cheap model's answer
+    was refused (``confidence`` below the threshold, or no tokens) or the cheap model ``failed``."""
+    target, threshold = decision.escalate_to, decision.escalate_below_confidence
+    if target is None or threshold is None:
+        raise ValueError(f"decision for {decision.model} has no escalation target")
+    pred = next((c for c in decision.candidates if c.model == target), decision.prediction)
+    if failed:
+        why = f"escalated: {decision.model} failed"
+    elif confidence is None:
+        why = f"escalated: {decision.model} answered no tokens"
+    else:
+        why = (f"escalated from {decision.model}: mean token logprob {confidence:.3f} below its calibrated "
+               f"threshold {threshold:.3f}")
+    return Decision(model=target, reason=RouteReason.CASCADE, prediction=pred, budget_met=pred.feasible,
+                    explanation=why, candidates=decision.candidates)

@@ -12,12 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-from pydantic import ValidationError
 
 from router import (
     Budget,
@@ -25,14 +21,13 @@ from router import (
     LatencyModel,
     ModelLoad,
     Observation,
-    RouteReason,
     RouteRequest,
     Router,
     merge_budget,
 )
-from router.admission import Capacity, Priority, admit
+from router.admission import Capacity, Priority, admission_order, admit, redirected
 from router.breaker import BreakerPolicy, CircuitBreakers
-from router.cascade import should_escalate, with_cascade
+from router.cascade import escalated, should_escalate, with_cascade
 from router.errors import (
     DeadlineExceededError,
     EngineError,
@@ -40,77 +35,20 @@ from router.errors import (
     OverloadedError,
     TiergateError,
 )
+from router.outcome import BudgetOutcome, judge_budget
 from router.quality import QualityPredictor
 from serve.api.generation import generation_request
-from serve.api.schemas import ChatCompletionRequest, CompletionRequest, RoutingOptions
+from serve.api.requests import budget_from, estimate_tokens, route_class, routing_text
+from serve.api.schemas import ChatCompletionRequest, CompletionRequest
 from serve.clients import ModelClient
 from serve.config import PoolConfig
 from serve.deadline import Deadline
 from serve.engines.base import Chunk, GenerationRequest
+from serve.quality_batcher import QualityBatcher
 from serve.telemetry.brittleness import looks_refused
 from serve.telemetry.records import RequestRecord
 
-BUDGET_HEADERS = {
-    "max_latency_ms": "x-tiergate-max-latency-ms",
-    "min_quality": "x-tiergate-min-quality",
-    "max_cost_usd": "x-tiergate-max-cost-usd",
-    "strict": "x-tiergate-strict",
-}
-
 RecordSink = Callable[[RequestRecord], None]
-
-
-def budget_from(routing: RoutingOptions | None, headers: Mapping[str, str]) -> Budget | None:
-    """The caller's budget: the body's ``routing`` object wins over ``x-tiergate-*`` headers."""
-    values: dict[str, Any] = {}
-    for name, header in BUDGET_HEADERS.items():
-        raw = headers.get(header)
-        if raw is None:
-            continue
-        if name == "strict":
-            if raw.strip().lower() not in ("true", "false", "1", "0"):
-                raise InvalidRequestError(f"header {header} must be true or false", param=header)
-            values[name] = raw.strip().lower() in ("true", "1")
-            continue
-        try:
-            values[name] = float(raw)
-        except ValueError:
-            raise InvalidRequestError(f"header {header} must be a number, got {raw[:32]!r}", param=header) from None
-    try:
-        merged = RoutingOptions.model_validate(values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        header = BUDGET_HEADERS.get(str(first["loc"][0]), "x-tiergate-*")
-        raise InvalidRequestError(f"header {header}: {first['msg']}", param=header) from None
-    if routing is not None:
-        merged = merged.model_copy(update=routing.model_dump(exclude_none=True))
-    if not merged.model_dump(exclude_none=True):
-        return None
-    return Budget(merged.max_latency_ms, merged.min_quality, merged.max_cost_usd, bool(merged.strict))
-
-
-def routing_text(req: ChatCompletionRequest | CompletionRequest) -> str:
-    """The text the quality predictor sees: the user turns of a chat, or the prompt."""
-    if isinstance(req, CompletionRequest):
-        return req.prompt_text()
-    users = [m.text() for m in req.messages if m.role == "user"]
-    return "\n".join(users) if users else req.messages[-1].text()
-
-
-def route_class(pinned: bool, asked: Budget | None) -> str:
-    """A coarse traffic class from what the caller asked for: pinned, or which budgets it set."""
-    if pinned:
-        return "pinned"
-    if asked is None:
-        return "default"
-    set_ = [n for n, v in (("latency", asked.max_latency_ms), ("quality", asked.min_quality),
-                           ("cost", asked.max_cost_usd)) if v is not None]
-    return "+".join(set_) if set_ else "default"
-
-
-def estimate_tokens(text: str) -> int:
-    """A cheap prompt-size estimate for routing; engines count exactly."""
-    return max(1, (len(text.encode("utf-8")) + 3) // 4)
 
 
 @dataclass
@@ -221,11 +159,10 @@ class Gateway:
                                  budget=budget, pinned_model=pinned, allowed_models=allowed_models,
                                  requires=req.requirements())
         generation = self._generation(req, max_tokens)
-        decision = self.router.decide(route_req, self.loads(), quality)
+        decision = self._admit(self.router.decide(route_req, self.loads(), quality), priority)
         cascade = req.routing.cascade if req.routing and req.routing.cascade is not None else self.pool.routing.cascade
-        if cascade:
+        if cascade:  # from the admitted model, with its own threshold
             decision = with_cascade(decision, self.cascade_thresholds)
-        decision = self._admit(decision, priority)
         now = self.clock()
         return Call(
             request_id=("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex[:24],
@@ -237,24 +174,16 @@ class Gateway:
         )
 
     def _admit(self, decision: Decision, priority: Priority) -> Decision:
-        """Admission control: the router's choice if it has room, else the next feasible model that has.
+        """Admission control (``router.admission``): the router's choice if it has room, else the next.
 
         The admitted model's in-flight count is taken here, with no await in between, so concurrent
         requests cannot all pass admission before any of them is counted.
         """
-        order = [decision.model]
-        if decision.reason is not RouteReason.PINNED:
-            rest = sorted((c for c in decision.candidates if c.model != decision.model and c.fits_context
-                           and (c.feasible or not decision.budget_met)), key=lambda c: (c.cost_usd, c.model))
-            order += [c.model for c in rest]
+        order = admission_order(decision)
         chosen = admit(order, self.in_flight, self.capacity, priority,
                        {m: self.latency.mean_service_ms(m) for m in order})
         self.in_flight[chosen] += 1
-        if chosen == decision.model:
-            return decision
-        pred = next(c for c in decision.candidates if c.model == chosen)
-        return Decision(model=chosen, reason=decision.reason, prediction=pred, budget_met=pred.feasible,
-                        explanation=f"{decision.model} is saturated; {chosen} has room", candidates=decision.candidates)
+        return redirected(decision, chosen)
 
     @staticmethod
     def _generation(req: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> GenerationRequest:
@@ -323,12 +252,7 @@ class Gateway:
                 return [chunk if wanted.sampling.logprobs else replace(chunk, logprobs=()) for chunk in chunks]
             call.cascade_from = cheap
             call.cascade_cost_usd = self.router.card(cheap).price.cost(call.prompt_tokens, call.completion_tokens)
-        pred = next((c for c in call.decision.candidates if c.model == target), call.decision.prediction)
-        call.decision = Decision(
-            model=target, reason=RouteReason.CASCADE, prediction=pred, budget_met=pred.feasible,
-            explanation=(f"escalated from {cheap}: mean token logprob {call.cascade_confidence:.3f} below its "
-                         f"calibrated threshold {threshold:.3f}" if chunks else f"escalated: {cheap} failed"),
-            candidates=call.decision.candidates)
+        call.decision = escalated(call.decision, call.cascade_confidence, failed=not chunks)
         call.ttft_s, call.prompt_tokens, call.completion_tokens = None, 0, 0
         call.text_parts, call.logprob_sum, call.logprob_n, call.finish_reason = [], 0.0, 0, ""
         return None
@@ -419,19 +343,15 @@ class Gateway:
     def mean_logprob(self, call: Call) -> float | None:
         return call.logprob_sum / call.logprob_n if call.logprob_n else None
 
-    def budget_outcome(self, call: Call) -> dict[str, bool | None]:
-        b = call.budget
-        pred = call.decision.prediction
-        lat = None if b.max_latency_ms is None or call.e2e_s is None else call.e2e_s * 1000 <= b.max_latency_ms
-        qual = None if b.min_quality is None else pred.quality >= b.min_quality
-        cost = None if b.max_cost_usd is None else self.cost(call) <= b.max_cost_usd
-        return {"latency": lat, "quality": qual, "cost": cost}
+    def budget_outcome(self, call: Call) -> BudgetOutcome:
+        e2e_ms = None if call.e2e_s is None else call.e2e_s * 1000
+        return judge_budget(call.budget, call.decision.prediction, e2e_ms, self.cost(call))
 
     def budget_met(self, call: Call) -> bool:
-        return all(v is not False for v in self.budget_outcome(call).values())
+        return self.budget_outcome(call).met
 
     def record(self, call: Call) -> RequestRecord:
-        outcome = self.budget_outcome(call) if call.status == 200 else {"latency": None, "quality": None, "cost": None}
+        outcome = self.budget_outcome(call) if call.status == 200 else BudgetOutcome()
         big = self._max_price.price
         return RequestRecord(
             endpoint=call.endpoint, requested_model=call.requested_model, model=call.model,
@@ -443,56 +363,13 @@ class Gateway:
                                + call.completion_tokens * big.output_per_mtok) / 1e6,
             predicted_quality=call.decision.prediction.quality,
             predicted_latency_ms=call.decision.prediction.latency_ms,
-            budget_latency_met=outcome["latency"], budget_quality_met=outcome["quality"],
-            budget_cost_met=outcome["cost"], finish_reason=call.finish_reason,
+            budget_latency_met=outcome.latency, budget_quality_met=outcome.quality,
+            budget_cost_met=outcome.cost, finish_reason=call.finish_reason,
             mean_logprob=self.mean_logprob(call), empty_output=call.status == 200 and not call.text.strip(),
             refused=call.status == 200 and looks_refused(call.text),
             decision_s=call.decision_s, key_name=call.key_name, failovers=tuple(call.failovers),
             prompt_text=call.route_request.prompt if self._send_text and call.route_request else None,
         )
-
-
-class QualityBatcher:
-    """Runs quality prediction on one worker thread, batching the prompts that queue meanwhile.
-
-    Encoders are not thread-safe (tokenizers raise 'Already borrowed' when shared), and one
-    batched call costs about as much as a single one, so concurrent requests share it.
-    """
-
-    def __init__(self, predictor: QualityPredictor, max_batch: int = 64) -> None:
-        self.predictor = predictor
-        self.max_batch = max_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quality")
-        self._pending: list[tuple[str, asyncio.Future[dict[str, float]]]] = []
-        self._draining = False
-
-    async def predict(self, text: str) -> dict[str, float]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, float]] = loop.create_future()
-        self._pending.append((text, future))
-        if not self._draining:
-            self._draining = True
-            loop.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
-                texts = [t for t, _ in batch]
-                try:
-                    results = await loop.run_in_executor(self._executor, self.predictor.predict, texts)
-                except Exception as err:  # noqa: BLE001 - every waiting request gets the error
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(err)
-                    continue
-                for (_, fut), result in zip(batch, results):
-                    if not fut.done():
-                        fut.set_result(result)
-        finally:
-            self._draining = False
 
 
 class _Failover(Exception):

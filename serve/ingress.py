@@ -29,7 +29,8 @@ from serve.auth import ANONYMOUS, ApiKey, Authenticator, load_keys
 from serve.clients import HandleClient, ModelClient
 from serve.config import PoolConfig
 from serve.engines.base import Chunk
-from serve.gateway import Call, Gateway, estimate_tokens, routing_text
+from serve.api.requests import estimate_tokens, routing_text
+from serve.gateway import Call, Gateway
 from serve.quotas import Quotas
 from serve.shadow import OutputChecks
 from serve.telemetry.tracing import GatewayTracer, build_tracer_provider, set_decision

@@ -47,6 +47,7 @@ def tiergate_info(gw: Gateway, call: Call) -> dict[str, Any]:
         "model": call.model, "route_reason": call.decision.reason.value,
         "explanation": call.decision.explanation, "predicted_latency_ms": round(p.latency_ms, 1),
         "predicted_quality": round(p.quality, 4), "cost_usd": gw.cost(call),
+        "latency_ms": None if call.e2e_s is None else round(call.e2e_s * 1000, 1),  # what budget_met judged
         "budget_met": gw.budget_met(call) if call.status == 200 else False,
         "unmet": list(call.decision.unmet),
         "cascade": ({"escalated_from": call.cascade_from or None, "confidence": call.cascade_confidence}

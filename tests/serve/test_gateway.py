@@ -11,7 +11,8 @@ from serve.api.schemas import ChatCompletionRequest, RoutingOptions
 from serve.clients import EngineClient
 from serve.config import parse_pool
 from serve.engines.fake import FakeArgs, FakeEngine
-from serve.gateway import Gateway, budget_from
+from serve.api.requests import budget_from
+from serve.gateway import Gateway
 
 
 def pool(timeout=30.0, **fake):
@@ -147,7 +148,7 @@ class _NotThreadSafe(PriorQuality):
 async def test_quality_prediction_is_serialised_and_batched():
     import asyncio
 
-    from serve.gateway import QualityBatcher
+    from serve.quality_batcher import QualityBatcher
 
     predictor = _NotThreadSafe()
     batcher = QualityBatcher(predictor)

@@ -1,0 +1,72 @@
+"""What a request asks of the router, read from its body and ``x-tiergate-*`` headers: the
+budget, the text the quality predictor sees, a coarse traffic class and a prompt-size estimate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from router import Budget
+from router.errors import InvalidRequestError
+from serve.api.schemas import ChatCompletionRequest, CompletionRequest, RoutingOptions
+
+BUDGET_HEADERS = {
+    "max_latency_ms": "x-tiergate-max-latency-ms",
+    "min_quality": "x-tiergate-min-quality",
+    "max_cost_usd": "x-tiergate-max-cost-usd",
+    "strict": "x-tiergate-strict",
+}
+
+def budget_from(routing: RoutingOptions | None, headers: Mapping[str, str]) -> Budget | None:
+    """The caller's budget: the body's ``routing`` object wins over ``x-tiergate-*`` headers."""
+    values: dict[str, Any] = {}
+    for name, header in BUDGET_HEADERS.items():
+        raw = headers.get(header)
+        if raw is None:
+            continue
+        if name == "strict":
+            if raw.strip().lower() not in ("true", "false", "1", "0"):
+                raise InvalidRequestError(f"header {header} must be true or false", param=header)
+            values[name] = raw.strip().lower() in ("true", "1")
+            continue
+        try:
+            values[name] = float(raw)
+        except ValueError:
+            raise InvalidRequestError(f"header {header} must be a number, got {raw[:32]!r}", param=header) from None
+    try:
+        merged = RoutingOptions.model_validate(values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        header = BUDGET_HEADERS.get(str(first["loc"][0]), "x-tiergate-*")
+        raise InvalidRequestError(f"header {header}: {first['msg']}", param=header) from None
+    if routing is not None:
+        merged = merged.model_copy(update=routing.model_dump(exclude_none=True))
+    if not merged.model_dump(exclude_none=True):
+        return None
+    return Budget(merged.max_latency_ms, merged.min_quality, merged.max_cost_usd, bool(merged.strict))
+
+
+def routing_text(req: ChatCompletionRequest | CompletionRequest) -> str:
+    """The text the quality predictor sees: the user turns of a chat, or the prompt."""
+    if isinstance(req, CompletionRequest):
+        return req.prompt_text()
+    users = [m.text() for m in req.messages if m.role == "user"]
+    return "\n".join(users) if users else req.messages[-1].text()
+
+
+def route_class(pinned: bool, asked: Budget | None) -> str:
+    """A coarse traffic class from what the caller asked for: pinned, or which budgets it set."""
+    if pinned:
+        return "pinned"
+    if asked is None:
+        return "default"
+    set_ = [n for n, v in (("latency", asked.max_latency_ms), ("quality", asked.min_quality),
+                           ("cost", asked.max_cost_usd)) if v is not None]
+    return "+".join(set_) if set_ else "default"
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap prompt-size estimate for routing; engines count exactly."""
+    return max(1, (len(text.encode("utf-8")) + 3) // 4)
