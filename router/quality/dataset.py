@@ -42,6 +42,15 @@ class ReplaySet:
         return ReplaySet(ids=self.ids, tasks=self.tasks, prompts=self.prompts, models=tuple(models),
                          outcomes=self.outcomes[:, cols], confidence=self.confidence[:, cols])
 
+    def select_models(self, models: Sequence[str]) -> ReplaySet:
+        """The same prompts scored by ``models`` only, in that order."""
+        unknown = [m for m in models if m not in self.models]
+        if unknown or len(set(models)) != len(models) or not models:
+            raise ConfigError(f"choose distinct models among {', '.join(self.models)}; got {', '.join(models)}")
+        cols = [self.models.index(m) for m in models]
+        return ReplaySet(ids=self.ids, tasks=self.tasks, prompts=self.prompts, models=tuple(models),
+                         outcomes=self.outcomes[:, cols], confidence=self.confidence[:, cols])
+
     def mean_quality(self) -> dict[str, float]:
         return {m: float(v) for m, v in zip(self.models, self.outcomes.mean(axis=0))}
 

@@ -90,7 +90,7 @@ def _soft_fit(model: str, x: np.ndarray, y: np.ndarray, hidden: int, alpha: floa
     return Head(model, w1.astype(np.float64), b1.astype(np.float64), w2[:, 0].astype(np.float64), float(b2[0]))
 
 
-def _platt(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def platt_fit(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Scale and shift of the logit that minimise log loss of y (fractional allowed)."""
     from scipy.optimize import minimize
 
@@ -186,7 +186,7 @@ def _fit_quality(emb: np.ndarray, feats: np.ndarray, outcomes: np.ndarray, model
     def recalibrated_loss(w: float) -> float:
         z = logit((1 - w) * p_net + w * p_mem)
         return sum(_log_loss(sigmoid(a * z[:, j] + b), y_all[:, j])
-                   for j in range(len(models)) for a, b in [_platt(z[:, j], y_all[:, j])])
+                   for j in range(len(models)) for a, b in [platt_fit(z[:, j], y_all[:, j])])
 
     if memory_weight is None:
         memory_weight = min(MEMORY_WEIGHTS, key=recalibrated_loss)
@@ -199,14 +199,14 @@ def _fit_quality(emb: np.ndarray, feats: np.ndarray, outcomes: np.ndarray, model
     half = np.isin(np.arange(n), np.concatenate(parts[::2]))
     for j, name in enumerate(models):
         y, z = y_all[:, j], z_oof[:, j]
-        a, b = _platt(z, y)
+        a, b = platt_fit(z, y)
         # cross-fitted ECE: recalibrate each half of the folds with the other half's fit
         p_cf = np.empty(n)
         for side in (half, ~half):
             if side.all() or not side.any():
                 p_cf = sigmoid(a * z + b)
                 break
-            a2, b2 = _platt(z[~side], y[~side])
+            a2, b2 = platt_fit(z[~side], y[~side])
             p_cf[side] = sigmoid(a2 * z[side] + b2)
         ece_cf, ece_raw = expected_calibration_error(p_cf, y), expected_calibration_error(sigmoid(z), y)
         if ece_cf > ece_raw:  # recalibrating did not help out of fold (small sets): keep the raw blend

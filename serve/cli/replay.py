@@ -210,9 +210,11 @@ def _seeds(text: str) -> list[int]:
 def run_cv(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     data = read_replay(args.train)
+    if args.models:
+        data = data.select_models([m.strip() for m in args.models.split(",") if m.strip()])
     if len(data.models) != 2:
         raise ConfigError(f"--cv compares a weak and a strong model; the data scores {len(data.models)} "
-                          f"({', '.join(data.models)})")
+                          f"({', '.join(data.models)}): choose two with --models WEAK,STRONG")
     c = _costs(data, args.cost or [])
     weak, strong = (int(i) for i in np.argsort(c, kind="stable"))
     encoder, spec = make_encoder(args.encoder, Path("."), args.max_chars)
@@ -276,6 +278,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cv", type=int, metavar="K", help="leave-tasks-out cross-validation with K folds by task")
     p.add_argument("--seeds", default="0,1,2", help="with --cv: seeds that deal the tasks into folds (and train)")
     p.add_argument("--markdown", metavar="MD", help="with --cv: write the summary as a Markdown table")
+    p.add_argument("--models", metavar="WEAK,STRONG", help="with --cv: the two models to compare (data with more)")
     p.add_argument("--without", choices=ABLATIONS, help="with --cv: train the router without this input "
                    "(embedding: prompt-form features only; form: embedding only), to measure what it adds")
     p.add_argument("--verbose", action="store_true", help="with --cv: one progress line per fold on stderr")

@@ -8,6 +8,13 @@ share needed for 95% of the strong model's quality (the cost at 95%), and the EC
 policy's P(acceptable) (mean over models). The summary gives each metric's mean, standard
 deviation, min and max over all folds of all seeds, and how often the router beats both kNN
 and random.
+
+When every prompt carries the weak model's own answer confidence (mean token logprob, as the
+CPU ladder's labelled outcomes do), two more policies are scored: ``cascade`` (escalate the
+least confident weak answers first, the cascade's trigger) and ``router+confidence`` (the
+router's weak-model prediction updated by that confidence, calibrated per fold on the training
+tasks, ranked by predicted gain). Both have paid for the weak model's answer on every prompt,
+which the strong-share axis does not count.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import numpy as np
 from router.errors import ConfigError
 from router.quality.dataset import ReplaySet
 from router.quality.knn import knn_quality
+from router.quality.learned import logit, sigmoid
+from router.quality.train import platt_fit
 from router.replay import (
     expected_calibration_error,
     spread,
@@ -29,6 +38,7 @@ from router.replay import (
 
 KNN_K = 40
 CV_POLICIES = ("router", "router_floor", "knn", "random", "oracle")
+CONFIDENCE_POLICIES = ("cascade", "router+confidence")
 METRICS = ("apgr", "strong_share_at_95", "ece")
 
 # (train set, its embeddings, eval set, its embeddings, seed) -> P(acceptable), (eval prompts, models)
@@ -39,12 +49,14 @@ def _ece(pred: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean([expected_calibration_error(pred[:, j], y[:, j]) for j in range(y.shape[1])]))
 
 
-def score_fold(pred: np.ndarray, knn: np.ndarray, prior: np.ndarray, y: np.ndarray, weak: int, strong: int
-               ) -> dict[str, dict[str, float | None]]:
+def score_fold(pred: np.ndarray, knn: np.ndarray, prior: np.ndarray, y: np.ndarray, weak: int, strong: int,
+               confidence: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, dict[str, float | None]]:
     """Every policy's metrics on one held-out fold.
 
     ``pred`` is the router's P(acceptable), ``knn`` the kNN baseline's, ``prior`` the training
-    set's mean quality per model (the ``random`` policy's constant prediction), ``y`` the outcomes.
+    set's mean quality per model (the ``random`` policy's constant prediction), ``y`` the outcomes;
+    ``confidence``: the weak model's P(acceptable) from its answer confidence alone, and combined
+    with the router's prediction (:func:`confidence_predictions`).
     """
     n = y.shape[0]
     policies: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
@@ -54,12 +66,33 @@ def score_fold(pred: np.ndarray, knn: np.ndarray, prior: np.ndarray, y: np.ndarr
         "random": (np.zeros(n), np.broadcast_to(prior, y.shape)),
         "oracle": (y[:, strong] - y[:, weak], None),
     }
+    if confidence is not None:
+        p_conf, p_both = confidence
+        alone = np.array(np.broadcast_to(prior, y.shape), dtype=float)
+        alone[:, weak] = p_conf
+        policies["cascade"] = (-p_conf, alone)
+        both = pred.copy()
+        both[:, weak] = p_both
+        policies["router+confidence"] = (both[:, strong] - both[:, weak], both)
     out: dict[str, dict[str, float | None]] = {}
     for name, (scores, probs) in policies.items():
         report = two_model_report(strong_share_curve(scores, y[:, weak], y[:, strong]))
         out[name] = {"apgr": report.apgr, "strong_share_at_95": report.strong_share_at_95,
                      "ece": None if probs is None else _ece(probs, y)}
     return out
+
+
+def confidence_predictions(conf_train: np.ndarray, y_train: np.ndarray, base_rate: float,
+                           conf_eval: np.ndarray, pred_eval: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The weak model's P(acceptable) from its answer confidence, and combined with the router's.
+
+    The confidence is Platt-calibrated on the training tasks; the combination adds the two
+    log-odds and takes the base rate's out once (independent evidence about one answer).
+    """
+    a, b = platt_fit(conf_train, y_train)
+    p_conf = sigmoid(a * conf_eval + b)
+    p_both = sigmoid(logit(pred_eval) + logit(p_conf) - logit(np.asarray(base_rate)))
+    return p_conf, p_both
 
 
 def cross_validate(data: ReplaySet, emb: np.ndarray, fit_predict: FitPredict, *, folds: int,
@@ -72,6 +105,8 @@ def cross_validate(data: ReplaySet, emb: np.ndarray, fit_predict: FitPredict, *,
                           f"(the data has {n_tasks} task(s))")
     if not seeds:
         raise ConfigError("--cv needs at least one seed")
+    with_conf = bool(np.isfinite(data.confidence[:, weak]).all())
+    policies = CV_POLICIES + (CONFIDENCE_POLICIES if with_conf else ())
     rows: list[dict[str, object]] = []
     for seed in seeds:
         fold_of = task_fold_index(data.tasks, folds, seed)
@@ -80,17 +115,22 @@ def cross_validate(data: ReplaySet, emb: np.ndarray, fit_predict: FitPredict, *,
             train, evals = data.subset(~test), data.subset(test)
             pred = fit_predict(train, emb[~test], evals, emb[test], seed)
             knn = knn_quality(emb[~test], train.outcomes, emb[test], knn_k)
-            scores = score_fold(pred, knn, train.outcomes.mean(axis=0), evals.outcomes, weak, strong)
+            prior = train.outcomes.mean(axis=0)
+            conf = None
+            if with_conf:
+                conf = confidence_predictions(train.confidence[:, weak], train.outcomes[:, weak], float(prior[weak]),
+                                              evals.confidence[:, weak], pred[:, weak])
+            scores = score_fold(pred, knn, prior, evals.outcomes, weak, strong, conf)
             rows.append({"seed": seed, "fold": k, "n_eval": len(evals),
                          "eval_tasks": sorted(set(evals.tasks.tolist())), **scores})
             if progress:
                 progress(f"seed {seed} fold {k}: router apgr {scores['router']['apgr']:.3f}, "
                          f"knn {scores['knn']['apgr']:.3f}")
     summary = {name: {m: spread([r[name][m] for r in rows]) for m in METRICS}  # type: ignore[index]
-               for name in CV_POLICIES}
+               for name in policies}
     beats = [_beats(r, "knn") and _beats(r, "random") for r in rows]
     return {"folds": folds, "seeds": list(seeds), "n_folds_evaluated": len(rows), "tasks": n_tasks,
-            "summary": summary,
+            "policies": list(policies), "summary": summary,
             "router_beats": {"knn": _share([_beats(r, "knn") for r in rows]),
                              "random": _share([_beats(r, "random") for r in rows]),
                              "knn_and_random": _share(beats)},
@@ -121,7 +161,7 @@ def markdown_table(result: dict[str, object]) -> str:
              "",
              "| policy | APGR | APGR min–max | strong share at 95% of strong quality | ECE |",
              "|---|---|---|---|---|"]
-    for name in CV_POLICIES:
+    for name in result["policies"]:  # type: ignore[attr-defined]
         s = summary[name]
         rng = "n/a" if s["apgr"]["mean"] is None else f"{s['apgr']['min']:.3f}–{s['apgr']['max']:.3f}"
         lines.append(f"| {name} | {_fmt(s['apgr'])} | {rng} | {_fmt(s['strong_share_at_95'])} | {_fmt(s['ece'])} |")

@@ -10,15 +10,18 @@ from router.quality.dataset import parse_records
 from serve.cli.replay_cv import cross_validate, markdown_table, score_fold
 
 
-def _data(n_tasks: int = 6, per_task: int = 20, seed: int = 0):
+def _data(n_tasks: int = 6, per_task: int = 20, seed: int = 0, confidence: bool = False):
     rng = np.random.default_rng(seed)
     records = []
     for t in range(n_tasks):
         for i in range(per_task):
             weak = float(rng.random() < 0.4)
-            strong = float(weak or rng.random() < 0.5)
-            records.append((f"r{t}-{i}", {"id": f"t{t}/{i}", "task": f"t{t}", "prompt": f"task {t} item {i}",
-                                          "outcomes": {"weak": weak, "strong": strong}}))
+            strong = 1.0 if confidence else float(weak or rng.random() < 0.5)  # with confidence: gain = 1 - weak
+            rec = {"id": f"t{t}/{i}", "task": f"t{t}", "prompt": f"task {t} item {i}",
+                   "outcomes": {"weak": weak, "strong": strong}}
+            if confidence:  # the weak model's answers are confident exactly when right, up to noise
+                rec["confidence"] = {"weak": -2.0 + 1.5 * weak + 0.3 * rng.random(), "strong": None}
+            records.append((f"r{t}-{i}", rec))
     data = parse_records(records)
     return data, rng.normal(size=(len(data), 4)).astype(np.float32)
 
@@ -78,3 +81,29 @@ def test_ablations_take_an_input_away():
     assert np.allclose(no_emb, router_predictions(train, e_tr, evals, same_emb, 0, without="embedding"))
     with pytest.raises(ConfigError, match="--without"):
         router_predictions(train, e_tr, evals, e_ev, 0, without="everything")
+
+
+def test_the_weak_models_confidence_gives_cascade_policies():
+    data, emb = _data(confidence=True)
+
+    def fit_predict(train, e_train, evals, e_eval, seed):
+        return np.tile(train.outcomes.mean(axis=0), (len(evals), 1))  # a router that knows nothing
+
+    result = cross_validate(data, emb, fit_predict, folds=3, seeds=[0], weak=0, strong=1)
+    assert result["policies"][-2:] == ["cascade", "router+confidence"]
+    s = result["summary"]
+    assert s["router"]["apgr"]["mean"] == pytest.approx(0.5)
+    # escalating the unconfident weak answers sends exactly the weak model's failures, the gainers, up
+    assert s["cascade"]["apgr"]["mean"] == pytest.approx(s["oracle"]["apgr"]["mean"])
+    assert s["router+confidence"]["apgr"]["mean"] == pytest.approx(s["oracle"]["apgr"]["mean"])
+    assert "| cascade |" in markdown_table(result)
+    plain, _ = _data()
+    assert "cascade" not in cross_validate(plain, emb, fit_predict, folds=3, seeds=[0], weak=0, strong=1)["policies"]
+
+
+def test_select_models():
+    data, _ = _data(confidence=True)
+    two = data.select_models(["strong", "weak"])
+    assert two.models == ("strong", "weak") and np.array_equal(two.outcomes[:, 0], data.outcomes[:, 1])
+    with pytest.raises(ConfigError, match="choose distinct models"):
+        data.select_models(["weak", "other"])
