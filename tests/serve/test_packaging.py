@@ -3,6 +3,7 @@ names and the static encoder, found from the installed package without the repos
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,8 +27,14 @@ print("ok", len(pool.models))
 def test_wheel_ships_the_default_pool_profile_and_encoder(tmp_path):
     from tests.conftest import ROOT
 
+    src = tmp_path / "src"  # a copy: building in the checkout would leave build/ there
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("router", "serve", "deploy/pools", "deploy/profiles"):
+        shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, cwd=tmp_path)
+                    "-w", str(tmp_path / "dist"), str(src)], check=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("tiergate-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"serve/data/pools/cpu-default.yaml", "serve/data/profiles/cpu-default.json",
