@@ -12,19 +12,22 @@ Every request ends in exactly one outcome:
 - ``timeout``: the client's own limit ran out.
 
 Budgets are judged on the client's side: latency on the end-to-end time the client saw,
-cost on the usage the gateway returned times the pool's prices, quality on the quality the
-gateway predicted for the model that answered (quality has no live ground truth).
+cost on the usage the gateway returned times the pool's prices, quality on the answer itself:
+a request of a labelled class is scored against its gold answer (the streamed text
+concatenated), and its quality budget is met when the answer is correct. The quality the
+gateway predicted is recorded beside it and decides nothing.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 
+from loadtests import labelled
 from loadtests.scenario import PlannedRequest
 
 CAUSED = frozenset({400, 404, 413, 422, 429, 503, 504})
@@ -62,9 +65,12 @@ class RequestResult:
     cost_usd: float = 0.0  # usage times the pool's prices, computed here
     gateway_cost_usd: float | None = None  # what the gateway reported
     gateway_budget_met: bool | None = None
-    predicted_quality: float | None = None
+    predicted_quality: float | None = None  # the gateway's, recorded only: it judges nothing
+    item_id: str = ""  # the labelled item sent ("" for a class with fixed prompts)
+    score: float | None = None  # the answer scored against gold: 1.0 correct, 0.0 wrong; None: not scored
+    reply: str = ""  # the answer's text (streams: concatenated)
     latency_met: bool | None = None  # None: the class sets no such budget
-    quality_met: bool | None = None
+    quality_met: bool | None = None  # the scored answer is correct
     cost_met: bool | None = None
 
     @property
@@ -85,6 +91,7 @@ class _Acc:
     model: str = ""
     done: bool = False
     error: str = ""
+    text: list[str] = field(default_factory=list)
 
 
 def _error_text(obj: Any) -> str:
@@ -100,9 +107,16 @@ def _take(acc: _Acc, obj: dict[str, Any], now: float) -> None:
         return
     acc.model = obj.get("model") or acc.model
     for choice in obj.get("choices") or ():
-        text = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
+        if "delta" in choice:  # a chat stream's chunk
+            text = (choice.get("delta") or {}).get("content")
+        elif "message" in choice:  # a whole chat answer
+            text = (choice.get("message") or {}).get("content")
+        else:  # completions, streamed or whole
+            text = choice.get("text")
         if text and acc.ttft is None:
             acc.ttft = now
+        if text and choice.get("index", 0) == 0:
+            acc.text.append(text)
         if choice.get("finish_reason"):
             acc.finish = choice["finish_reason"]
     if obj.get("usage"):
@@ -131,7 +145,8 @@ async def send(client: httpx.AsyncClient, req: PlannedRequest, model: str, polic
     """Send ``req`` with ``model`` in the body; never raises for a failed request."""
     body = {**req.body, "model": model}
     stream = bool(body.get("stream"))
-    base = dict(index=req.index, klass=req.klass, policy=policy, requested_model=model, stream=stream)
+    base = dict(index=req.index, klass=req.klass, policy=policy, requested_model=model, stream=stream,
+                item_id=str(req.item["id"]) if req.item is not None else "")
     t_send = time.perf_counter()
     sent_s = t_send - t0
     acc = _Acc()
@@ -186,13 +201,17 @@ def _measured(common: dict[str, Any], req: PlannedRequest, acc: _Acc, prices: di
     quality = float(q_raw) if q_raw is not None else None
     ttft = acc.ttft if req.body.get("stream") else None
     tpot = (e2e - ttft) / (ct - 1) if ttft is not None and ct > 1 else None
+    reply = "".join(acc.text)
+    scored = labelled.score(req.item, reply) if req.item is not None else None
     b = req.budget
     return RequestResult(
         **common, outcome="ok", ttft_s=ttft, tpot_s=tpot, prompt_tokens=pt, completion_tokens=ct,
         finish_reason=acc.finish, cost_usd=cost, gateway_cost_usd=info.get("cost_usd"),
         gateway_budget_met=info.get("budget_met"), predicted_quality=quality,
+        score=scored, reply=reply,
         latency_met=None if b.max_latency_ms is None else e2e * 1000 <= b.max_latency_ms,
-        quality_met=None if b.min_quality is None else quality is not None and quality >= b.min_quality,
+        # a quality floor is met by a correct answer only (no answer to score: not met)
+        quality_met=None if b.min_quality is None else scored == 1.0,
         cost_met=None if b.max_cost_usd is None else cost <= b.max_cost_usd,
     )
 

@@ -25,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadtests.run", description=__doc__.splitlines()[0])
     p.add_argument("--base-url", required=True, help="the gateway, e.g. http://127.0.0.1:8000")
     p.add_argument("--scenario", default=str(SCENARIOS / "mixed.yaml"))
+    p.add_argument("--shared-dir", help="where `root: shared` labelled sets are (default: the scenario's)")
     p.add_argument("--policy", default="tiergate", choices=list(POLICIES))
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--rate", type=float, help="open loop: mean requests/s")
@@ -36,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(args.scenario, args.shared_dir)
     timeout = args.timeout or scenario.load.timeout_s
     async with http_client(args.base_url) as client:
         prices = await pool_prices(client)
@@ -47,7 +48,7 @@ async def main_async(args: argparse.Namespace) -> int:
         else:
             reqs = plan(scenario, args.requests, None)
             run = await run_closed(client, reqs, args.concurrency, args.policy, policy, prices, timeout)
-    print(json.dumps(summarize(run), indent=2))
+    print(json.dumps(summarize(run, scenario.floors()), indent=2))
     if args.results:
         Path(args.results).write_text(json.dumps([r.as_dict() for r in run.results], indent=1))
     bad = problems(run.results)

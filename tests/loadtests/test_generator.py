@@ -17,6 +17,7 @@ from loadtests.report import capacity, verdicts
 from loadtests.runner import Run
 from loadtests.scenario import BudgetSpec, PlannedRequest, Scenario, plan
 from loadtests.summary import percentiles, summarize
+from serve.evaluation.scorer import product_prompt
 
 PRICES = {"small": Price(0.02, 0.06), "big": Price(0.05, 0.15)}
 
@@ -25,7 +26,8 @@ def scenario(**over) -> Scenario:
     raw = {"name": "t", "seed": 3, "classes": [
         {"name": "a", "weight": 3, "max_tokens": 8, "prompts": ["x", "y"], "budget": {"max_latency_ms": 500}},
         {"name": "b", "weight": 1, "max_tokens": 4, "endpoint": "completions", "stream": False,
-         "budget": {"min_quality": 0.5, "max_cost_usd": 1e-6}, "budget_via": "headers", "prompts": ["z"]}]}
+         "budget": {"min_quality": 0.5, "max_cost_usd": 1e-6}, "budget_via": "headers",
+         "labelled": {"file": "deploy/eval/cpu-labelled.jsonl", "items": 5}}]}
     raw.update(over)
     return Scenario.model_validate(raw)
 
@@ -64,7 +66,7 @@ def test_plan_is_seeded_and_follows_the_mix():
     a = next(r for r in p1 if r.klass == "a")
     b = next(r for r in p1 if r.klass == "b")
     assert a.body["routing"] == {"max_latency_ms": 500} and a.body["stream_options"] == {"include_usage": True}
-    assert "routing" not in b.body and b.body["prompt"] == "z"
+    assert "routing" not in b.body and b.body["prompt"] == product_prompt(dict(b.item)) and b.body["max_tokens"] == 4
     assert b.headers == {"x-tiergate-min-quality": "0.5", "x-tiergate-max-cost-usd": "1e-06"}
 
 
@@ -113,7 +115,8 @@ async def test_complete_stream_is_ok_and_judged_against_its_budgets():
     assert r.cost_usd == pytest.approx((10 * 0.02 + 3 * 0.06) / 1e6) == pytest.approx(r.gateway_cost_usd)
     assert r.ttft_s is not None and r.ttft_s <= r.e2e_s and r.tpot_s is not None
     assert (r.latency_met, r.quality_met, r.cost_met) == (True, False, True)
-    assert not r.budget_met  # quality 0.35 < 0.5
+    assert r.predicted_quality == pytest.approx(0.35) and r.reply == "Hello" and r.score is None
+    assert not r.budget_met  # no labelled item, no scored answer: a quality floor is not shown met
 
 
 @pytest.mark.parametrize("handler,outcome,status", [
