@@ -127,3 +127,9 @@ def test_a_fenced_json_call_is_read_as_a_call_and_other_code_stays_content():
     assert content == "" and calls[0].name == "get_weather" and json.loads(calls[0].arguments) == {"city": "Oslo"}
     code = "```python\nprint(1)\n```"
     assert feed_all(ToolCallParser(TOOLS), code, 3) == (code, [])
+
+
+def test_json_strings_in_grammars_exclude_raw_control_characters():
+    grammar = request_grammar(request(response_format=ResponseFormat("json_object")))
+    (char,) = [line for line in grammar.splitlines() if line.startswith("char ::=")]
+    assert char.startswith('char ::= [^"\\\\\\x7F\\x00-\\x1F]')
