@@ -131,6 +131,7 @@ def cross_validate(data: ReplaySet, emb: np.ndarray, fit_predict: FitPredict, *,
     beats = [_beats(r, "knn") and _beats(r, "random") for r in rows]
     return {"folds": folds, "seeds": list(seeds), "n_folds_evaluated": len(rows), "tasks": n_tasks,
             "policies": list(policies), "summary": summary,
+            "router_minus": {other: spread([_gap(r, other) for r in rows]) for other in ("knn", "random")},
             "router_beats": {"knn": _share([_beats(r, "knn") for r in rows]),
                              "random": _share([_beats(r, "random") for r in rows]),
                              "knn_and_random": _share(beats)},
@@ -140,6 +141,12 @@ def cross_validate(data: ReplaySet, emb: np.ndarray, fit_predict: FitPredict, *,
 def _beats(row: dict[str, object], other: str) -> bool:
     mine, theirs = row["router"]["apgr"], row[other]["apgr"]  # type: ignore[index]
     return mine is not None and theirs is not None and mine > theirs
+
+
+def _gap(row: dict[str, object], other: str) -> float | None:
+    """The router's APGR minus another policy's on the same fold (a paired difference)."""
+    mine, theirs = row["router"]["apgr"], row[other]["apgr"]  # type: ignore[index]
+    return None if mine is None or theirs is None else mine - theirs
 
 
 def _share(flags: list[bool]) -> float:
@@ -168,5 +175,6 @@ def markdown_table(result: dict[str, object]) -> str:
     beats = result["router_beats"]
     assert isinstance(beats, dict)
     lines += ["", f"Router APGR above kNN in {beats['knn']:.0%} of folds, above random in {beats['random']:.0%}, "
-                  f"above both in {beats['knn_and_random']:.0%}."]
+                  f"above both in {beats['knn_and_random']:.0%}; paired APGR gap over kNN "
+                  f"{_fmt(result['router_minus']['knn'])}."]  # type: ignore[index]
     return "\n".join(lines) + "\n"

@@ -58,6 +58,8 @@ def test_cross_validation_never_trains_on_held_out_tasks():
     assert s["router"]["apgr"]["mean"] == pytest.approx(s["oracle"]["apgr"]["mean"])
     assert s["router"]["apgr"]["n"] == 6
     assert result["router_beats"]["random"] == 1.0
+    gap = result["router_minus"]["random"]
+    assert gap["n"] == 6 and gap["mean"] == pytest.approx(s["oracle"]["apgr"]["mean"] - 0.5)
     table = markdown_table(result)
     assert "| router |" in table and "| knn |" in table and "6 held-out folds" in table
 
