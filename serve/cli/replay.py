@@ -19,6 +19,8 @@ seed the tasks are dealt into K folds and each fold is routed by a predictor tra
 others (see :mod:`serve.cli.replay_cv`). It prints the mean and spread over folds of APGR, the
 strong share at 95% of strong quality and ECE for the router, its min-quality floor rule and
 the baselines, plus every fold's figures; ``--markdown`` writes the summary table.
+``--models WEAK,STRONG`` picks two models of a file that scores more; ``--without embedding``
+or ``--without form`` trains the router without that input, to measure what it adds.
 """
 
 from __future__ import annotations
