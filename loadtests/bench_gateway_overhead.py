@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -28,12 +30,38 @@ from loadtests.runner import http_client  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def bench(args: argparse.Namespace, base_url: str) -> dict:
-    async with http_client(base_url) as client:
+def gateway_cpu(pid: int) -> Callable[[], float]:
+    """CPU seconds so far of the gateway's own processes under ``pid``: the Serve proxy and the ingress
+    replica (not the model replicas, whose engine work the in-process baseline does too)."""
+    import psutil
+
+    def used() -> float:
+        total = 0.0
+        for proc in psutil.Process(pid).children(recursive=True):
+            try:
+                title = " ".join(proc.cmdline())
+                if "ProxyActor" in title or ("ServeReplica" in title and ":ingress" in title):
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+            except psutil.Error:
+                continue
+        return total
+
+    return used
+
+
+async def bench(args: argparse.Namespace, base_url: str, gateways: dict[str, GatewayProcess]) -> dict:
+    levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    cpu = {("gateway-http" if name == "main" else f"gateway-http-{name}"): gateway_cpu(g.proc.pid)
+           for name, g in gateways.items() if g.proc is not None}
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(http_client(base_url))
+        others = {name: await stack.enter_async_context(http_client(g.base_url))
+                  for name, g in gateways.items() if name != "main"}
         prices = await pool_prices(client)
         model = args.model or min(prices, key=lambda m: (prices[m].output_per_mtok, m))
-        levels = [int(x) for x in args.levels.split(",") if x.strip()]
-        return await run_overhead(args.pool, model, client, prices, levels, args.requests, args.max_tokens)
+        return await run_overhead(args.pool, model, client, prices, levels, args.requests, args.max_tokens,
+                                  rounds=args.rounds, others=others, cpu=cpu)
 
 
 def show(result: dict) -> None:
@@ -49,6 +77,21 @@ def show(result: dict) -> None:
                   f"{t['ttft_ms']['p99']:>7.0f} {t['e2e_ms']['p50']:>8.0f} {t['e2e_ms']['p99']:>7.0f} "
                   f"{at.get('p50', 0):>10.0f} {at.get('p99', 0):>7.0f} {ae.get('p50', 0):>9.0f} "
                   f"{ae.get('p99', 0):>7.0f} {ov.get('throughput_ratio', 1.0):>9.2f}")
+        for tier, t in lv["tiers"].items():
+            if t.get("gateway_cpu_ms_per_1k_tokens") is not None:
+                print(f"{'':>4} {tier:18} gateway CPU (proxy + ingress) {t['gateway_cpu_ms_per_1k_tokens']:.0f} ms "
+                      f"per 1,000 streamed tokens, beyond its idle {t['gateway_idle_cpu_pct']:.1f}% of a core")
+        base = lv["tiers"].get("gateway-http-baseline")
+        if base is not None:
+            new, engine = lv["tiers"]["gateway-http"], lv["tiers"]["engine"]
+
+            def ratio(metric: str, q: str) -> str:
+                a, b = base[metric][q] - engine[metric][q], new[metric][q] - engine[metric][q]
+                return f"{b:.1f}/{a:.1f} ms"
+
+            print(f"{'':>4} this/baseline: added TTFT p50 {ratio('ttft_ms', 'p50')}, p99 {ratio('ttft_ms', 'p99')}; "
+                  f"added E2E p50 {ratio('e2e_ms', 'p50')}; throughput "
+                  f"{new['requests_per_s'] / base['requests_per_s']:.3f}x")
 
 
 def main() -> int:
@@ -59,15 +102,24 @@ def main() -> int:
     p.add_argument("--levels", default="1,2,4")
     p.add_argument("--requests", type=int, default=12, help="per path per level")
     p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds per level (order reversed each)")
+    p.add_argument("--baseline-tree", help="another checkout (e.g. a git worktree of the code before a change): "
+                                           "its gateway runs beside this one, in the same alternating rounds")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
-    gateway = None if args.base_url else GatewayProcess(args.pool)
+    gateways: dict[str, GatewayProcess] = {}
+    if not args.base_url:
+        gateways["main"] = GatewayProcess(args.pool)
+    if args.baseline_tree:
+        tree = Path(args.baseline_tree).resolve()
+        gateways["baseline"] = GatewayProcess(args.pool, cwd=tree, env={"PYTHONPATH": str(tree)})
     try:
-        base_url = args.base_url.rstrip("/") if args.base_url else gateway.start()
-        result = asyncio.run(bench(args, base_url))
+        urls = {name: g.start() for name, g in gateways.items()}
+        base_url = args.base_url.rstrip("/") if args.base_url else urls["main"]
+        result = asyncio.run(bench(args, base_url, gateways))
     finally:
-        if gateway is not None:
-            gateway.stop()
+        for g in gateways.values():
+            g.stop()
     show(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -34,10 +34,13 @@ def _command() -> list[str]:
 
 
 class GatewayProcess:
-    def __init__(self, pool: str, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, pool: str, port: int | None = None, log_path: Path | None = None, *,
+                 cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+        """``cwd`` and ``env`` run another checkout's gateway (benchmarks: the code before a change)."""
         self.pool = pool
         self.port = port or free_port()
         self.log_path = log_path
+        self.cwd, self.env = cwd, env or {}
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
 
@@ -48,7 +51,7 @@ class GatewayProcess:
     def start(self, timeout_s: float = 300.0) -> str:
         cmd = _command() + ["serve", "--pool", self.pool, "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     cwd=self.cwd, env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"})
         lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, args=(self.proc, lines), daemon=True, name="tiergate-serve-log").start()
         deadline = time.monotonic() + timeout_s

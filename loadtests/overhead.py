@@ -137,12 +137,18 @@ def _added(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
             if base["requests_per_s"] else None}
 
 
-async def sweep(tiers: dict[str, Send], levels: Sequence[int], n_per_level: int, rounds: int = 2) -> dict[str, Any]:
+CpuProbe = Callable[[], float]  # CPU seconds used so far by the processes that serve one tier
+
+
+async def sweep(tiers: dict[str, Send], levels: Sequence[int], n_per_level: int, rounds: int = 2,
+                cpu: dict[str, CpuProbe] | None = None) -> dict[str, Any]:
     """Per level, each tier's figures, and each gateway tier's overhead against ``engine``.
 
     Each level runs in ``rounds`` rounds, the tier order reversed every other round, so a
-    burst of background load on the machine lands on every tier alike.
+    burst of background load on the machine lands on every tier alike. ``cpu`` probes give,
+    for the tiers they name, the gateway's CPU milliseconds per 1,000 streamed tokens.
     """
+    cpu = cpu or {}
     for send_one in tiers.values():  # warm every path once
         await send_one(0)
     out: dict[str, Any] = {"levels": [], "rounds": rounds}
@@ -150,14 +156,31 @@ async def sweep(tiers: dict[str, Send], levels: Sequence[int], n_per_level: int,
     for c in levels:
         samples: dict[str, list[Sample]] = {name: [] for name in tiers}
         walls: dict[str, float] = {name: 0.0 for name in tiers}
+        busy = {name: 0.0 for name in cpu}  # a gateway's CPU seconds while its own tier ran
+        idle = {name: [0.0, 0.0] for name in cpu}  # ... and CPU seconds, wall seconds while others ran
         for k in range(rounds):
             order = list(tiers) if k % 2 == 0 else list(reversed(tiers))
             for name in order:
+                before = {g: probe() for g, probe in cpu.items()}
                 got, wall = await _closed_loop(tiers[name], per_round, c)
+                for g, probe in cpu.items():
+                    used = probe() - before[g]
+                    if g == name:
+                        busy[g] += used
+                    else:
+                        idle[g][0] += used
+                        idle[g][1] += wall
                 samples[name] += got
                 walls[name] += wall
         level: dict[str, Any] = {"concurrency": c, "overhead": {},
                                  "tiers": {name: _figures(samples[name], walls[name]) for name in tiers}}
+        for name, used in busy.items():
+            # less what its processes burn idle (Ray's own polling) over the same wall time
+            idle_rate = idle[name][0] / idle[name][1] if idle[name][1] else 0.0
+            serving = max(0.0, used - idle_rate * walls[name])
+            tokens = sum(s.tokens for s in samples[name] if s.ok)
+            level["tiers"][name]["gateway_cpu_ms_per_1k_tokens"] = round(serving * 1e6 / tokens, 1) if tokens else None
+            level["tiers"][name]["gateway_idle_cpu_pct"] = round(100 * idle_rate, 1)
         base = level["tiers"]["engine"]
         for name in tiers:
             if name != "engine":
@@ -169,8 +192,14 @@ async def sweep(tiers: dict[str, Send], levels: Sequence[int], n_per_level: int,
 
 
 async def run_overhead(pool_path: str, model: str, client: httpx.AsyncClient, prices: dict[str, Price],
-                       levels: Sequence[int], n_per_level: int, max_tokens: int) -> dict[str, Any]:
-    """Load ``model``'s engine in this process and compare it with the gateway at ``base_url``."""
+                       levels: Sequence[int], n_per_level: int, max_tokens: int, *, rounds: int = 2,
+                       others: dict[str, httpx.AsyncClient] | None = None,
+                       cpu: dict[str, CpuProbe] | None = None) -> dict[str, Any]:
+    """Load ``model``'s engine in this process and compare it with the gateway at ``base_url``.
+
+    ``others`` are further gateways over HTTP (``gateway-http-<name>``, e.g. the code before a
+    change), run in the same alternating rounds.
+    """
     from router.quality import PriorQuality
     from serve.clients import EngineClient
     from serve.config import load_pool
@@ -188,7 +217,9 @@ async def run_overhead(pool_path: str, model: str, client: httpx.AsyncClient, pr
         tiers = {"engine": engine_sender(engine, max_tokens),
                  "gateway-inprocess": inprocess_sender(gateway, model, max_tokens),
                  "gateway-http": http_sender(client, model, max_tokens, prices)}
-        result = await sweep(tiers, levels, n_per_level)
+        for name, other in (others or {}).items():
+            tiers[f"gateway-http-{name}"] = http_sender(other, model, max_tokens, prices)
+        result = await sweep(tiers, levels, n_per_level, rounds, cpu)
     finally:
         await engine.stop()
     return {"model": model, "max_tokens": max_tokens, "requests_per_level": n_per_level, **result}
