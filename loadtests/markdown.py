@@ -28,8 +28,8 @@ def _source(c: dict[str, Any]) -> str:
     if not lab:
         return f"{c['prompts']} fixed prompts (not scored)"
     kinds = ", ".join(f"{k} {n}" for k, n in lab["kinds"].items())
-    where = " (shared_dir)" if lab.get("root") == "shared" else ""
-    return f"{lab['items']} items of `{lab['file']}`{where} ({kinds})"
+    where = " under shared_dir" if lab.get("root") == "shared" else ""
+    return f"{lab['items']} items of `{lab['file']}`{where}: {kinds}"
 
 
 def _scenario(r: dict[str, Any]) -> list[str]:

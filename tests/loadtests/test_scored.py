@@ -313,7 +313,7 @@ def test_pooled_accuracy_and_the_rendered_report(tmp_path):
               "accuracy_pooled": pooled, "problems": []}
     md = render(report, [])
     assert "tiergate beats every fixed policy on scored budget-met requests per USD at 0.5, 1 req/s" in md
-    assert "12 items of `deploy/eval/cpu-labelled.jsonl`" in md and "1 fixed prompts (not scored)" in md
+    assert "12 items of `deploy/eval/cpu-labelled.jsonl`: " in md and "1 fixed prompts (not scored)" in md
     assert "accuracy 100% (floor 0.5 met)" in md and "accuracy 50% (floor 0.5 met)" in md
     assert "| quick | 0.5 | 50% (4/8, 4 items) met |" in md
     paths = write(report, tmp_path)
