@@ -44,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-task", type=int, default=0, help="at most N prompts per task, seeded (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models", default="", help="comma-separated subset of the pool's models")
+    p.add_argument("--collect", action="store_true",
+                   help="generate nothing: write the records of the prompts every model has answered so far "
+                        "(from the .partial files of an interrupted or running run)")
     p.set_defaults(func=run)
 
 
@@ -134,7 +137,11 @@ def run(args: argparse.Namespace) -> int:
     async def all_models() -> list[dict[str, dict[str, Any]]]:
         return await asyncio.gather(*(label_model(m, items, Path(f"{out}.{m.name}.partial")) for m in models))
 
-    results = dict(zip((m.name for m in models), asyncio.run(all_models())))
+    if args.collect:
+        results = {m.name: {r["id"]: r for r in read_jsonl(Path(f"{out}.{m.name}.partial"))} for m in models}
+        items = [it for it in items if all(it["id"] in res for res in results.values())]
+    else:
+        results = dict(zip((m.name for m in models), asyncio.run(all_models())))
     recs = records(items, results)
     out.write_text("".join(json.dumps(r) + "\n" for r in recs))
     for name in results:

@@ -33,6 +33,15 @@ def test_label_runs_a_real_model_and_scores_its_replies(tmp_path, capsys):
     assert main(["label", "--pool", str(CPU_POOL), "--models", "smollm2-135m-instruct",
                  "--set", f"{SHIPPED}:1", "--out", str(out)]) == 0
     assert [json.loads(line) for line in out.read_text().split("\n") if line.strip()] == records
+    # --collect merges the partial results without generating; a prompt not yet answered is left out
+    out.unlink()
+    partial = tmp_path / "out.jsonl.smollm2-135m-instruct.partial"
+    lines = partial.read_text().split("\n")
+    partial.write_text("\n".join(lines[1:]))
+    assert main(["label", "--pool", str(CPU_POOL), "--models", "smollm2-135m-instruct", "--collect",
+                 "--set", f"{SHIPPED}:1", "--out", str(out)]) == 0
+    collected = [json.loads(line) for line in out.read_text().split("\n") if line.strip()]
+    assert collected == [r for r in records if r["id"] != json.loads(lines[0])["id"]]
 
 
 @pytest.mark.e2e
