@@ -36,6 +36,8 @@ from serve.engines.base import (
     TokenLogprob,
 )
 from serve.engines.llama_cpp import render_transcript
+from serve.engines.structured import structured_outputs
+from serve.engines.tools import ToolChunks, template_has_tool_format, template_messages, template_tools
 from serve.weights import resolve_weights
 
 # The pool's ``quantization`` label -> the quantization methods vLLM may report for a checkpoint
@@ -87,6 +89,10 @@ class VllmArgs(EngineArgs):
         default=None, gt=0, description="explicit KV cache size (needed on the CPU build; overrides "
         "gpu_memory_utilization on GPUs)")
     seed: int = 0
+    json_whitespace: bool = Field(
+        default=False, description="let constrained JSON (response_format, forced tool calls) hold free "
+        "whitespace; off by default: compact JSON, as llama.cpp's grammar writes it (a weak model can otherwise "
+        "fill max_tokens with whitespace)")
     trust_remote_code: bool = False
     cpu_omp_threads_bind: str | None = Field(
         default=None, description="VLLM_CPU_OMP_THREADS_BIND for the CPU build, e.g. 'nobind' on shared hosts")
@@ -170,6 +176,7 @@ class VllmEngine(Engine):
         self._llm: Any = None
         self._tokenizer: Any = None
         self._chat_template = False
+        self._tool_format = False
         self._start_lock = asyncio.Lock()
         self._load_error: str | None = None
         self._ids = itertools.count()
@@ -197,7 +204,9 @@ class VllmEngine(Engine):
                 await asyncio.to_thread(llm.shutdown)
                 raise
             self._tokenizer = llm.get_tokenizer()
-            self._chat_template = bool(getattr(self._tokenizer, "chat_template", None))
+            template = getattr(self._tokenizer, "chat_template", None)
+            self._chat_template = bool(template)
+            self._tool_format = isinstance(template, str) and template_has_tool_format(template)
             self._llm = llm
 
     def engine_args(self, weights: Path) -> dict[str, Any]:
@@ -211,6 +220,9 @@ class VllmEngine(Engine):
             "seed": a.seed, "trust_remote_code": a.trust_remote_code,
             # stats stay on (the stat loggers feed load()); vLLM's periodic log lines stay off
             "disable_log_stats": True,
+            # compact JSON needs a backend that can do it: xgrammar, vLLM's usual choice
+            "structured_outputs_config": ({} if a.json_whitespace else
+                                          {"backend": "xgrammar", "disable_any_whitespace": True}),
         }
         optional = {
             "distributed_executor_backend": a.distributed_executor_backend,
@@ -236,7 +248,11 @@ class VllmEngine(Engine):
             from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
 
             loggers.append(RayPrometheusStatLogger)
-        engine_args = AsyncEngineArgs(**self.engine_args(weights))
+        from vllm.config import StructuredOutputsConfig
+
+        kwargs = self.engine_args(weights)
+        kwargs["structured_outputs_config"] = StructuredOutputsConfig(**kwargs["structured_outputs_config"])
+        engine_args = AsyncEngineArgs(**kwargs)
         return AsyncLLM.from_engine_args(engine_args, stat_loggers=loggers)
 
     async def stop(self) -> None:
@@ -277,13 +293,15 @@ class VllmEngine(Engine):
             raise EngineNotReadyError(f"model {self.model.name} is still loading")
         return self._llm
 
-    def _chat_text(self, messages: tuple[Message, ...]) -> str:
+    def _chat_text(self, request: GenerationRequest) -> str:
         from jinja2 import TemplateError
 
+        assert request.messages is not None
+        tools = template_tools(request.tools)
         try:
             return self._tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in messages],
-                tokenize=False, add_generation_prompt=True)
+                template_messages(request.messages), tokenize=False, add_generation_prompt=True,
+                **({"tools": tools} if tools else {}))
         except TemplateError as err:  # the template's raise_exception, e.g. bad role order
             raise InvalidRequestError(f"messages rejected by {self.model.name}'s chat template: {err}",
                                       param="messages") from None
@@ -294,25 +312,44 @@ class VllmEngine(Engine):
         if request.prompt is not None:
             return list(self._tokenizer.encode(request.prompt, add_special_tokens=True)), ()
         assert request.messages is not None
+        if request.tools is not None or any(m.role == "tool" or m.tool_calls for m in request.messages):
+            if not (self._tool_format and self.model.prompt_format == "chat_template"):
+                raise InvalidRequestError(f"model {self.model.name} has no tool-call format in its chat template",
+                                          param="tools", code="unsupported_capability")
         if self.model.prompt_format == "chat_template" and self._chat_template:
             # the template writes the special tokens (BOS) itself
-            return list(self._tokenizer.encode(self._chat_text(request.messages), add_special_tokens=False)), ()
+            return list(self._tokenizer.encode(self._chat_text(request), add_special_tokens=False)), ()
         text = render_transcript(request.messages)
         return list(self._tokenizer.encode(text, add_special_tokens=True)), ("\nUser:",)
 
     async def count_tokens(self, request: GenerationRequest) -> int:
         return len(self.prompt_ids(request)[0])
 
-    def _sampling(self, sp: SamplingParams, extra_stops: tuple[str, ...], max_tokens: int) -> Any:
+    def _sampling(self, request: GenerationRequest, extra_stops: tuple[str, ...], max_tokens: int) -> Any:
         from vllm import SamplingParams as VllmSampling
         from vllm.sampling_params import RequestOutputKind
 
-        return VllmSampling(
+        return VllmSampling(**self.sampling_kwargs(request, extra_stops, max_tokens),
+                            output_kind=RequestOutputKind.DELTA)
+
+    @staticmethod
+    def sampling_kwargs(request: GenerationRequest, extra_stops: tuple[str, ...], max_tokens: int) -> dict[str, Any]:
+        """Our request's sampling and output constraints as keyword arguments of vLLM's ``SamplingParams``."""
+        sp = request.sampling
+        kwargs: dict[str, Any] = dict(
             max_tokens=max_tokens, temperature=sp.temperature, top_p=sp.top_p, seed=sp.seed,
             stop=[s for s in (*sp.stop, *extra_stops) if s] or None,
             logprobs=sp.top_logprobs if sp.logprobs else None,
-            output_kind=RequestOutputKind.DELTA,
+            presence_penalty=sp.presence_penalty, frequency_penalty=sp.frequency_penalty,
+            repetition_penalty=sp.repetition_penalty, top_k=sp.top_k or 0, min_p=sp.min_p,
+            logit_bias=dict(sp.logit_bias) or None,
         )
+        constraint = structured_outputs(request)
+        if constraint is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            kwargs["structured_outputs"] = StructuredOutputsParams(**constraint)
+        return kwargs
 
     # ------------------------------------------------------------------ generation
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
@@ -326,7 +363,8 @@ class VllmEngine(Engine):
                 code="context_length_exceeded",
             )
         sp = request.sampling
-        params = self._sampling(sp, format_stops, max(1, min(sp.max_tokens, n_ctx - len(ids))))
+        params = self._sampling(request, format_stops, max(1, min(sp.max_tokens, n_ctx - len(ids))))
+        tools = ToolChunks(request.tools) if request.tools is not None else None
         from vllm.inputs import TokensPrompt
 
         (engine_input,) = await llm.renderer.render_cmpl_async([TokensPrompt(prompt_token_ids=ids)])
@@ -339,12 +377,13 @@ class VllmEngine(Engine):
                 completion = out.outputs[0]
                 produced += len(completion.token_ids)
                 finished = out.finished
-                yield Chunk(
+                chunk = Chunk(
                     text=completion.text,
                     logprobs=self._logprobs(completion, sp.top_logprobs) if sp.logprobs else (),
                     finish_reason=_finish(completion.finish_reason) if finished else None,
                     prompt_tokens=len(ids), completion_tokens=produced,
                 )
+                yield tools.chunk(chunk) if tools is not None else chunk
         except Exception as err:
             if isinstance(err, (EngineError, InvalidRequestError)):
                 raise
