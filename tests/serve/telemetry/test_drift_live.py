@@ -13,7 +13,8 @@ feature in the calm window and crosses it for the prompt length in the shifted o
 ``DriftConfig`` windows take any length in seconds (aligned to multiples of it since the epoch),
 so the test's window is seconds long: six times what its requests took in step 1 (at least 8 s),
 so that a phase fits in one window even when this shared machine is loaded; each phase starts
-on a fresh window boundary, and is tried again in the next window should it not fit.
+on a fresh window boundary; a phase that does not fit in one window is sent again with the
+app redeployed on a window twice as long (the test never asserts how fast the machine is).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from tests.serve.telemetry.live import SMALL, pool, samples, wait_until
 pytestmark = pytest.mark.e2e
 
 MIN_WINDOW_S = 8.0
-ATTEMPTS = 3
 REFERENCE_REQUESTS = 40
 WINDOW_REQUESTS = 10
 CALM = TrafficShape(topics=("cooking", "coding"))
@@ -93,17 +93,29 @@ def reference(serve_cluster, tmp_path_factory) -> tuple[str, float]:
     return str(ref), max(MIN_WINDOW_S, round(6 * WINDOW_REQUESTS * per_request, 1))
 
 
+class DriftApp:
+    """The ``drift`` app; redeployed with a window twice as long when a phase did not fit in one."""
+
+    def __init__(self, serve_cluster, reference: str, window_s: float) -> None:
+        self.cluster, self.reference = serve_cluster, reference
+        self.deploy(window_s)
+
+    def deploy(self, window_s: float) -> None:
+        monitoring = {"drift": {"reference": self.reference, "windows": [{"name": "test", "seconds": window_s}],
+                                "min_samples": WINDOW_REQUESTS // 2},
+                      "brittleness": BRITTLENESS_OFF}
+        self.app = self.cluster.deploy("drift", {"pool_config": pool("drift", [SMALL], monitoring)}, "/drift")
+        self.window_s = window_s
+
+
 @pytest.fixture(scope="module")
 def drift_app(serve_cluster, reference):
     from ray import serve
 
     path, window_s = reference
-    monitoring = {"drift": {"reference": path, "windows": [{"name": "test", "seconds": window_s}],
-                            "min_samples": WINDOW_REQUESTS // 2},
-                  "brittleness": BRITTLENESS_OFF}
-    app = serve_cluster.deploy("drift", {"pool_config": pool("drift", [SMALL], monitoring)}, "/drift")
+    app = DriftApp(serve_cluster, path, window_s)
     try:
-        yield app, window_s
+        yield app
     finally:
         serve.delete("drift")
 
@@ -112,9 +124,14 @@ def _next_boundary(window_s: float) -> float:
     return (math.floor(time.time() / window_s) + 1) * window_s
 
 
-def _one_window(app, window_s: float, texts: list[str]) -> dict[str, tuple[float, float]]:
-    """Send ``texts`` inside one window; after it closes, (score, threshold) by feature."""
-    for attempt in range(1, ATTEMPTS + 1):
+def _one_window(drift: DriftApp, texts: list[str]) -> dict[str, tuple[float, float]]:
+    """Send ``texts`` inside one window; after it closes, (score, threshold) by feature.
+
+    A phase that did not fit in one window (a loaded machine) is not a failure: the app is
+    redeployed with a window twice as long and the phase sent again.
+    """
+    while True:
+        app, window_s = drift.app, drift.window_s
         if time.time() % window_s > 1.0:  # not just after a boundary: wait for the next one
             time.sleep(_next_boundary(window_s) - time.time() + 0.2)
         end = _next_boundary(window_s)
@@ -125,8 +142,7 @@ def _one_window(app, window_s: float, texts: list[str]) -> dict[str, tuple[float
         print(f"{len(texts)} requests in {time.monotonic() - started:.1f}s, window {window_s:g}s")
         if time.time() < end - 0.5:  # the ingress flushes records every 0.25 s
             break
-        assert attempt < ATTEMPTS, f"{len(texts)} requests did not fit in one {window_s:g}s window"
-        time.sleep(_next_boundary(window_s) - time.time() + 0.2)  # let the split window pass
+        drift.deploy(window_s * 2)
     time.sleep(max(0.0, end - time.time()) + 0.2)
 
     def closed() -> bool:  # each scrape closes the windows that ended
@@ -143,9 +159,8 @@ def _one_window(app, window_s: float, texts: list[str]) -> dict[str, tuple[float
 
 
 def test_shifted_traffic_crosses_the_drift_threshold_and_calm_traffic_does_not(drift_app):
-    app, window_s = drift_app
-    calm = _one_window(app, window_s, _calm(WINDOW_REQUESTS, seed=2))
-    shifted = _one_window(app, window_s, _shifted(WINDOW_REQUESTS, seed=3))
+    calm = _one_window(drift_app, _calm(WINDOW_REQUESTS, seed=2))
+    shifted = _one_window(drift_app, _shifted(WINDOW_REQUESTS, seed=3))
     print(f"calm window: {calm}\nshifted window: {shifted}")
     assert {"prompt_tokens", "output_tokens", "finish_reason"} <= calm.keys()
     assert all(score <= limit for score, limit in calm.values()), calm
