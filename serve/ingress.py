@@ -328,7 +328,8 @@ class IngressCore:
         for m in self.pool.models:
             data.append({"id": m.name, "object": "model", "created": 0, "owned_by": "tiergate",
                          "engine": m.engine, "quantization": m.quantization, "context_length": m.context_length,
-                         "price": m.price.model_dump(), "prior_quality": m.prior_quality})
+                         "price": m.price.model_dump(), "prior_quality": m.prior_quality,
+                         "capabilities": list(m.capabilities)})
         return {"object": "list", "data": data}
 
     async def health(self) -> JSONResponse:

@@ -193,3 +193,8 @@ def test_a_capability_no_model_has_is_a_400(serve_cluster):
     r = httpx.post(f"{plain.api}/chat/completions", timeout=120, json={
         "model": "auto", "messages": COLOURS, "max_tokens": 4})
     assert r.status_code == 200  # the same app serves plain requests
+
+
+def test_models_list_their_capabilities(client):
+    caps = {m.id: m.model_extra.get("capabilities") for m in client.models.list().data if m.id != "auto"}
+    assert caps == {SMALL: ["json_schema"], QWEN: ["tools", "json_schema"]}
