@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base-url", default="http://127.0.0.1:8000")
     p.add_argument("--api-key", default="unused")
-    p.add_argument("--set", action="append", required=True,
+    p.add_argument("--set", action="append", default=[],
                    help="labelled JSONL file, optionally FILE:N for at most N prompts per task (repeatable)")
     p.add_argument("--per-task", type=int, default=0, help="at most N prompts per task, seeded (0: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -46,6 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--timeout", type=float, default=300.0, help="client timeout per request, seconds")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--rerender", action="store_true",
+                   help="send nothing: recompute the figures from the answers in OUT/eval.json")
     p.set_defaults(func=run)
 
 
@@ -143,6 +145,11 @@ def markdown(report: dict[str, Any]) -> str:
     a = report["comparison"]["area"]
     lines += ["", f"Area under the cost-accuracy curve over the fixed models' cost range: router {a['router']}, "
               f"random mix {a['random_mix']}.", ""]
+    if report.get("ece_routed") is not None:
+        lines += [f"Live calibration over every routed answer (router and cascade variants): ECE "
+                  f"{report['ece_routed']}.", "", "| bin | n | predicted | measured |", "|---|---|---|---|"]
+        lines += [f"| {b['bin']} | {b['n']} | {b['predicted']} | {b['measured']} |" for b in report["calibration_routed"]]
+        lines.append("")
     for name, r in report["variants"].items():
         if r.get("calibration"):
             lines += [f"Calibration of {name} (ECE {r['ece']}):", "", "| bin | n | predicted | measured |",
@@ -208,8 +215,23 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             "comparison": compare(results, models), "answers": answers}
 
 
+def rerender(report: dict[str, Any]) -> dict[str, Any]:
+    """The same report with every figure recomputed from its stored answers."""
+    answers = {n: [Answer(**a) for a in got] for n, got in report["answers"].items()}
+    results = {n: summarize(got) for n, got in answers.items()}
+    routed = [a for n, got in answers.items() if not n.startswith(("pinned:", "random")) for a in got]
+    return {**report, "variants": results, "comparison": compare(results, report["models"]),
+            "calibration_routed": summarize(routed).get("calibration"), "ece_routed": summarize(routed).get("ece")}
+
+
 def run(args: argparse.Namespace) -> int:
-    report = asyncio.run(evaluate(args))
+    out = Path(args.out)
+    if args.rerender:
+        report = rerender(json.loads((out / "eval.json").read_text()))
+    elif not args.set:
+        raise SystemExit("tiergate eval: --set FILE is needed (or --rerender)")
+    else:
+        report = rerender(asyncio.run(evaluate(args)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")

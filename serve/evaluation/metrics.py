@@ -64,7 +64,8 @@ def summarize(answers: Sequence[Answer]) -> dict[str, Any]:
     cascades = Counter(a.cascade for a in answers if a.cascade)
     if cascades:
         out["cascade"] = dict(sorted(cascades.items()))
-    judged = [a for a in answers if a.ok and a.predicted_quality is not None]
+    # calibration only where the profile predicted: a pinned request reports the model's prior
+    judged = [a for a in answers if a.ok and a.predicted_quality is not None and a.route_reason != "pinned"]
     if judged:
         e, table = ece([a.predicted_quality for a in judged], [a.correct for a in judged])
         out["ece"] = round(e, 4)
