@@ -15,6 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+# Ray Serve kills an HTTP proxy that is not ready within 5 s; on a loaded 2-core machine starting one takes
+# longer (imports at worker niceness 15), so every Serve test errored at setup. Read when Serve is imported.
+os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+
 ROOT = Path(__file__).resolve().parents[1]
 CPU_POOL = ROOT / "deploy" / "pools" / "cpu-default.yaml"
 SHARED = ROOT.parent / "shared"
