@@ -123,7 +123,8 @@ def test_serve_config_numbers_survive_templating():
     config = serve_config(render())
     pool = config["applications"][0]["args"]["pool_config"]
     assert pool["limits"]["max_body_bytes"] == 1048576
-    assert pool["models"][0]["price"]["input_per_mtok"] == 0.02
+    assert pool["models"][0]["price"]["input_per_mtok"] == 0.076
+    assert pool["models"][2]["weights"]["parts"]["size"] == 1117320768  # the 1.5B GGUF's byte count
 
 
 def test_gpu_workers_get_gpus_node_selector_and_tolerations():
