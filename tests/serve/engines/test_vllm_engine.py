@@ -181,8 +181,14 @@ async def test_prompt_longer_than_the_context_is_rejected(engine):
     assert (await engine.health()).ready
 
 
-async def test_gpu_pool_engine_args_are_accepted_by_vllm():
+async def test_gpu_pool_engine_args_are_accepted_by_vllm(monkeypatch):
     from pathlib import Path
+
+    import huggingface_hub.constants
+
+    # the GPU pool's weights paths do not exist here, and offline (other tests of this session load the static
+    # encoder, which sets HF_HUB_OFFLINE before huggingface_hub reads it) vLLM resolves them as hub repo ids
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
     from vllm.engine.arg_utils import AsyncEngineArgs
 
