@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 
 from serve.config import PoolConfig
+from serve.data import DEFAULT_POOL  # shipped in the package (links to deploy/pools in a checkout)
 
-DEFAULT_POOL = Path(__file__).resolve().parents[2] / "deploy" / "pools" / "cpu-default.yaml"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
