@@ -10,7 +10,6 @@ to the repository unless absolute.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -19,7 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 from serve.evaluation.label import MAX_TOKENS
-from serve.evaluation.labelled import REQUIRED
+from router.errors import ConfigError
+from serve.evaluation.labelled import read_jsonl, read_labelled
 from serve.evaluation.scorer import KINDS, product_prompt, score_item, scoring_kind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,32 +39,22 @@ def resolve(file: str, root: str, shared_dir: str) -> Path:
 
 
 def read_items(path: Path) -> list[dict[str, Any]]:
-    """Every JSON line of ``path``. Lines end at "\\n" only: prompts may hold U+0085 or U+2028, which
-    ``str.splitlines`` would also split on (MMLU has such a prompt)."""
+    """Every JSON line of ``path`` (:func:`serve.evaluation.labelled.read_jsonl`), its errors as ValueError
+    so that a scenario's validation reports them."""
     try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except OSError as err:
-        raise ValueError(f"cannot read labelled set {path}: {err}") from None
-    out = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not JSON: {err}") from None
-    return out
+        return read_jsonl(path)
+    except ConfigError as err:
+        raise ValueError(err.message) from None
 
 
 @lru_cache(maxsize=32)
 def draw(path: Path, n: int, seed: str, exclude: tuple[Path, ...] = ()) -> tuple[Item, ...]:
     """``n`` items of ``path`` drawn without replacement with ``seed`` (in draw order), leaving out items
     whose id appears in any ``exclude`` file. Read once per process; the items are read-only."""
-    items = read_items(path)
-    for k, it in enumerate(items, start=1):
-        missing = [f for f in REQUIRED if f not in it]
-        if missing:
-            raise ValueError(f"{path}: item {k} lacks {', '.join(missing)}")
+    try:
+        items = read_labelled(path)
+    except ConfigError as err:
+        raise ValueError(err.message) from None
     banned = {rec.get("id") for p in exclude for rec in read_items(p)}
     pool = [it for it in items if it["id"] not in banned]
     if n > len(pool):

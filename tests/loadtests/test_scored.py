@@ -121,7 +121,7 @@ def test_labelled_file_errors_name_the_file(tmp_path):
     scen = tmp_path / "s.yaml"
     scen.write_text(json.dumps({"name": "t", "classes": [_quick(labelled={"file": "nope/missing.jsonl",
                                                                           "items": 2})]}))
-    with pytest.raises(ValueError, match=r"class quick: cannot read labelled set .*nope/missing\.jsonl"):
+    with pytest.raises(ValueError, match=r"class quick: labelled set .*nope/missing\.jsonl does not exist"):
         load_scenario(scen)
     scen.write_text(json.dumps({"name": "t", "classes": [_quick(labelled={"file": CPU_SET, "items": 10_000})]}))
     with pytest.raises(ValueError, match=r"asked for 10000 items, but only 199 are available"):
