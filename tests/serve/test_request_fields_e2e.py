@@ -183,7 +183,8 @@ def test_forced_tool_call_streams_as_deltas_and_the_follow_up_completes(client):
 
 
 def test_a_capability_no_model_has_is_a_400(serve_cluster):
-    cfg = {"name": "plain", "models": [MODELS[SMALL]], "auth": {"enabled": False}, "limits": BASE["limits"]}
+    cfg = {"name": "plain", "models": [{**MODELS[SMALL], "capabilities": []}], "auth": {"enabled": False},
+           "limits": BASE["limits"]}
     plain = serve_cluster.deploy("plain", {"pool_config": cfg}, "/plain")
     r = httpx.post(f"{plain.api}/chat/completions", timeout=60, json={
         "model": "auto", "messages": COLOURS, "max_tokens": 4, "response_format": schema_format()})
