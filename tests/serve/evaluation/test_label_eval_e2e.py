@@ -10,7 +10,7 @@ import pytest
 
 from serve.cli import main
 from serve.evaluation.labelled import read_labelled
-from serve.evaluation.live import evaluate
+from serve.evaluation.live import evaluate, rerender
 from serve.evaluation.scorer import score_item
 from tests.conftest import CPU_POOL, ROOT
 
@@ -49,7 +49,7 @@ async def test_eval_scores_every_variant_through_the_gateway(gateway, tmp_path):
     args = argparse.Namespace(base_url=gateway.base_url, api_key="unused", set=[f"{SHIPPED}:1"], per_task=0,
                               seed=0, split="", floors="0.5", cascade_floors="", variants="router@0.5,random",
                               concurrency=2, timeout=120.0, out=str(tmp_path))
-    report = await evaluate(args)
+    report = rerender(await evaluate(args))
     n = report["prompts"]
     assert n == 13 and set(report["variants"]) == {
         "pinned:smollm2-135m-instruct", "pinned:qwen2.5-coder-0.5b-instruct", "pinned:qwen2.5-coder-1.5b-instruct",
