@@ -16,6 +16,13 @@ if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     >/dev/null 2>&1 || echo "bootstrap: could not install prometheus; its tests will skip"
 fi
 
+# Redis (Debian's redis-server) for the shared-state store tests; they start their own server
+if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing Debian's redis-server package"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server) \
+    >/dev/null 2>&1 || echo "bootstrap: could not install redis-server; the Redis store tests will fail"
+fi
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

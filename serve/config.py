@@ -189,6 +189,19 @@ class FailoverConfig(Frozen):
     breaker_reset_s: float = Field(default=10.0, gt=0, description="seconds before an open circuit is probed")
 
 
+class StateConfig(Frozen):
+    """Where the counters that every ingress replica must agree on live (``serve/state``)."""
+
+    store: Literal["auto", "memory", "ray", "redis"] = Field(
+        default="auto", description="auto: memory with one ingress replica, the Ray actor with several")
+    redis_url: str | None = Field(default=None, description="redis://host:port/db; env TIERGATE_REDIS_URL "
+                                  "overrides it (the Helm chart sets it from a Secret)")
+    on_unavailable: Literal["closed", "open"] = Field(
+        default="closed", description="when the store cannot be reached: refuse with 503 (closed) or admit "
+        "without the shared checks (open); counted in tiergate_state_store_errors_total either way")
+    timeout_s: float = Field(default=0.5, gt=0, le=10, description="one store call's time limit")
+
+
 class PoolConfig(Frozen):
     name: str
     models: tuple[ModelConfig, ...] = Field(min_length=1)
@@ -199,6 +212,7 @@ class PoolConfig(Frozen):
     auth: AuthConfig = AuthConfig()
     failover: FailoverConfig = FailoverConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    state: StateConfig = StateConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> PoolConfig:
