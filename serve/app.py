@@ -39,6 +39,8 @@ def model_options(m: ModelConfig) -> dict[str, Any]:
     actor: dict[str, Any] = {"num_cpus": m.resources.num_cpus, "num_gpus": m.resources.num_gpus}
     if m.resources.memory_gb:
         actor["memory"] = int(m.resources.memory_gb * 1024**3)
+    if m.resources.custom:
+        actor["resources"] = dict(m.resources.custom)
     return {
         "name": f"model-{m.name}",
         "num_replicas": m.replicas,
@@ -50,10 +52,19 @@ def model_options(m: ModelConfig) -> dict[str, Any]:
     }
 
 
+def gateway_actor_options(pool: PoolConfig) -> dict[str, Any]:
+    """The ingress's and telemetry's actor options: no CPU, and the pool's ``ingress_resources``."""
+    actor: dict[str, Any] = {"num_cpus": 0}
+    if pool.ingress_resources:
+        actor["resources"] = dict(pool.ingress_resources)
+    return actor
+
+
 def build_app(args: dict[str, Any]) -> Application:
     pool = pool_from_args(args)
     models = {m.name: ModelServer.options(**model_options(m)).bind(m.model_dump(mode="json")) for m in pool.models}
-    telemetry = Telemetry.options(name="telemetry").bind(pool.monitoring.model_dump(mode="json"))
+    own = gateway_actor_options(pool)
+    telemetry = Telemetry.options(name="telemetry", ray_actor_options=own).bind(pool.monitoring.model_dump(mode="json"))
     ingress = Ingress.options(name="ingress", num_replicas=pool.ingress_replicas,
-                              ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+                              ray_actor_options=own, max_ongoing_requests=1000)
     return ingress.bind(pool.model_dump(mode="json"), models, telemetry)

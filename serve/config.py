@@ -98,10 +98,31 @@ class LatencyPriorConfig(Frozen):
     prefill_ms_per_token: float = Field(default=0.0, ge=0)
 
 
+# Ray's own resource names, asked for by the fields above, never through ``custom``.
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+CustomResources = dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(ge=0)]]
+
+
+def _custom_resources(value: dict[str, float]) -> dict[str, float]:
+    builtin = sorted(set(value) & set(RAY_BUILTIN_RESOURCES))
+    if builtin:
+        raise ValueError(f"{', '.join(builtin)}: Ray's own resources are asked for by num_cpus, num_gpus "
+                         "and memory_gb, not as custom resources")
+    return value
+
+
 class ResourcesConfig(Frozen):
     num_cpus: float = Field(default=1.0, ge=0)
     num_gpus: float = Field(default=0.0, ge=0)
     memory_gb: float | None = Field(default=None, gt=0)
+    custom: CustomResources = Field(
+        default_factory=dict, description="custom Ray resources (name: amount) each replica asks for; only "
+        "nodes that offer them (`ray start --resources`, a worker group's rayStartParams) can host it")
+
+    @field_validator("custom")
+    @classmethod
+    def _not_builtin(cls, value: dict[str, float]) -> dict[str, float]:
+        return _custom_resources(value)
 
 
 ENGINE_NAMES = ("llama_cpp", "vllm", "fake")
@@ -209,10 +230,18 @@ class PoolConfig(Frozen):
     limits: LimitsConfig = LimitsConfig()
     quality_profile: str | None = Field(default=None, description="path to a calibrated profile")
     ingress_replicas: int = Field(default=1, ge=1)
+    ingress_resources: CustomResources = Field(
+        default_factory=dict, description="custom Ray resources (name: amount) the gateway's own replicas "
+        "(ingress, telemetry) ask for, to keep them on the nodes that offer them")
     auth: AuthConfig = AuthConfig()
     failover: FailoverConfig = FailoverConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     state: StateConfig = StateConfig()
+
+    @field_validator("ingress_resources")
+    @classmethod
+    def _ingress_builtin(cls, value: dict[str, float]) -> dict[str, float]:
+        return _custom_resources(value)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PoolConfig:
