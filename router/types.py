@@ -116,6 +116,7 @@ class RouteReason(str, Enum):
     BEST_EFFORT = "best_effort"
     CASCADE = "cascade"
     FALLBACK = "fallback"
+    BUDGET_PACED = "budget_paced"  # the key is ahead of its spend pace: the pool's default floor was lowered
 
 
 @dataclass(frozen=True)
