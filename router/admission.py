@@ -36,8 +36,23 @@ class Capacity:
         return self.slots + self.queue
 
 
+def slot_limit(cap: Capacity, priority: Priority) -> int:
+    """How many requests a model may hold in flight while it still admits one of ``priority``."""
+    return max(1, int(cap.total * SHARE[priority]))
+
+
 def admits(in_flight: int, cap: Capacity, priority: Priority) -> bool:
-    return in_flight < max(1, int(cap.total * SHARE[priority]))
+    return in_flight < slot_limit(cap, priority)
+
+
+def saturated(order: Sequence[str], capacity: Mapping[str, Capacity], priority: Priority,
+              service_ms: Mapping[str, float]) -> OverloadedError:
+    """The error for a request no model of ``order`` admits, with the expected wait for one slot."""
+    waits = [service_ms.get(m, 1000.0) / max(1, capacity[m].slots) for m in order] or [1000.0]
+    return OverloadedError(
+        f"every eligible model is saturated for {priority.value}-priority requests; retry later",
+        retry_after_s=max(1.0, min(waits) / 1000.0),
+    )
 
 
 def admit(order: Sequence[str], in_flight: Mapping[str, int], capacity: Mapping[str, Capacity],
@@ -49,12 +64,7 @@ def admit(order: Sequence[str], in_flight: Mapping[str, int], capacity: Mapping[
     for model in order:
         if admits(in_flight.get(model, 0), capacity[model], priority):
             return model
-    # time for one slot of the least loaded eligible model to free up
-    waits = [service_ms.get(m, 1000.0) / max(1, capacity[m].slots) for m in order] or [1000.0]
-    raise OverloadedError(
-        f"every eligible model is saturated for {priority.value}-priority requests; retry later",
-        retry_after_s=max(1.0, min(waits) / 1000.0),
-    )
+    raise saturated(order, capacity, priority, service_ms)
 
 
 def admission_order(decision: Decision) -> tuple[str, ...]:

@@ -93,6 +93,15 @@ class RateLimitError(TiergateError):
         self.retry_after_s = retry_after_s
 
 
+class BudgetExhaustedError(RateLimitError):
+    """A key's (or its team's) spend budget cannot pay for the request before the period resets
+    (HTTP 429, ``insufficient_quota`` as OpenAI names it); ``resets_at`` is the reset, ISO 8601."""
+
+    def __init__(self, message: str, *, retry_after_s: float, resets_at: str) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, code="insufficient_quota")
+        self.resets_at = resets_at
+
+
 class OverloadedError(TiergateError):
     """Every eligible model is saturated (HTTP 503 with ``Retry-After``)."""
 
@@ -111,3 +120,9 @@ class EngineNotReadyError(EngineError):
 
 class DeadlineExceededError(TiergateError):
     """The request ran past its deadline and was cancelled (HTTP 504)."""
+
+
+class StoreUnavailableError(TiergateError):
+    """The shared state store (quotas, in-flight leases, spend) could not be reached (HTTP 503)."""
+
+    retry_after_s = 1.0

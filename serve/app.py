@@ -35,7 +35,9 @@ def pool_from_args(args: dict[str, Any]) -> PoolConfig:
     raise ConfigError("application args need exactly one of 'pool' (a path) or 'pool_config' (a mapping)")
 
 
-def model_options(m: ModelConfig) -> dict[str, Any]:
+def model_options(m: ModelConfig, ingress_replicas: int = 1) -> dict[str, Any]:
+    """Ray Serve options of a model deployment. Ray bounds ``max_queued_requests`` per caller, and
+    each ingress replica is a caller: the pool's queue is split between them."""
     actor: dict[str, Any] = {"num_cpus": m.resources.num_cpus, "num_gpus": m.resources.num_gpus}
     if m.resources.memory_gb:
         actor["memory"] = int(m.resources.memory_gb * 1024**3)
@@ -45,7 +47,8 @@ def model_options(m: ModelConfig) -> dict[str, Any]:
         "name": f"model-{m.name}",
         "num_replicas": m.replicas,
         "max_ongoing_requests": m.max_ongoing_requests,
-        "max_queued_requests": m.max_queued_requests,
+        "max_queued_requests": m.max_queued_requests if m.max_queued_requests < 0
+        else max(1, -(-m.max_queued_requests // ingress_replicas)),
         "ray_actor_options": actor,
         "health_check_period_s": 5,
         "graceful_shutdown_timeout_s": 10,
@@ -62,7 +65,7 @@ def gateway_actor_options(pool: PoolConfig) -> dict[str, Any]:
 
 def build_app(args: dict[str, Any]) -> Application:
     pool = pool_from_args(args)
-    models = {m.name: ModelServer.options(**model_options(m)).bind(m.model_dump(mode="json")) for m in pool.models}
+    models = {m.name: ModelServer.options(**model_options(m, pool.ingress_replicas)).bind(m.model_dump(mode="json")) for m in pool.models}
     own = gateway_actor_options(pool)
     telemetry = Telemetry.options(name="telemetry", ray_actor_options=own).bind(pool.monitoring.model_dump(mode="json"))
     ingress = Ingress.options(name="ingress", num_replicas=pool.ingress_replicas,

@@ -25,7 +25,7 @@ from router import (
     Router,
     merge_budget,
 )
-from router.admission import Capacity, Priority, admission_order, admit, redirected
+from router.admission import Capacity, Priority, admission_order, redirected
 from router.breaker import BreakerPolicy, CircuitBreakers
 from router.cascade import escalated, should_escalate, with_cascade
 from router.errors import (
@@ -38,13 +38,15 @@ from router.errors import (
 from router.outcome import BudgetOutcome, judge_budget
 from router.quality import QualityPredictor
 from serve.api.generation import generation_request
-from serve.api.requests import budget_from, estimate_tokens, route_class, routing_text
+from serve.api.requests import budget_from, estimate_tokens, quality_class, route_class, routing_text
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest
 from serve.clients import ModelClient
 from serve.config import PoolConfig
 from serve.deadline import Deadline
 from serve.engines.base import Chunk, GenerationRequest
 from serve.quality_batcher import QualityBatcher
+from serve.slots import Slots
+from serve.state import MemoryStore, StateStore
 from serve.telemetry.brittleness import looks_refused
 from serve.telemetry.records import RequestRecord
 
@@ -102,7 +104,7 @@ class Call:
 class Gateway:
     def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
                  sink: RecordSink, *, clock: Callable[[], float] = time.perf_counter,
-                 cascade_thresholds: Mapping[str, float] | None = None) -> None:
+                 cascade_thresholds: Mapping[str, float] | None = None, store: StateStore | None = None) -> None:
         missing = sorted(set(m.name for m in pool.models) - set(clients))
         if missing:
             raise ValueError(f"no client for model(s) {', '.join(missing)}")
@@ -114,18 +116,25 @@ class Gateway:
         self.latency = LatencyModel(list(pool.cards()), quantile=pool.routing.latency_quantile)
         self.router = Router(pool.cards(), self.latency)
         self.defaults = pool.routing.budget()
-        self.in_flight: dict[str, int] = {m.name: 0 for m in pool.models}
         self.healthy: dict[str, bool] = {m.name: True for m in pool.models}
         fo = pool.failover
-        self.breakers = CircuitBreakers(self.in_flight, BreakerPolicy(fo.breaker_failures, fo.breaker_reset_s), clock)
+        self.breakers = CircuitBreakers(self.healthy, BreakerPolicy(fo.breaker_failures, fo.breaker_reset_s), clock)
         self.capacity = {m.name: Capacity(slots=m.replicas * m.max_ongoing_requests,
                                           queue=m.replicas * max(0, m.max_queued_requests)) for m in pool.models}
+        self.slots = Slots(store if store is not None else MemoryStore(), self.capacity,
+                           ttl_s=pool.limits.request_timeout_s + 30, fail_open=pool.state.on_unavailable == "open",
+                           replicas=pool.ingress_replicas)
         self.cascade_thresholds = dict(cascade_thresholds or {})
         self._quality_batcher = QualityBatcher(quality)
         m = pool.monitoring  # send prompt text to telemetry only when embedding drift or the recorder needs it
         self._send_text = (m.drift.enabled and m.drift.reference is not None) or bool(
             m.recorder.path and (m.recorder.include_embedding or m.recorder.include_prompt_text))
         self._max_price = max(pool.models, key=lambda m: m.price.output_per_mtok + m.price.input_per_mtok)
+
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """Each model's requests in flight across every ingress replica (this replica's latest view)."""
+        return self.slots.in_flight
 
     # ------------------------------------------------------------------ routing
     def loads(self) -> dict[str, ModelLoad]:
@@ -154,35 +163,39 @@ class Gateway:
         if pinned is not None:
             self.router.card(pinned)  # UnknownModelError (404) before any work
         text = routing_text(req)
-        quality = await self.predict_quality(text) if pinned is None or budget.min_quality else {}
+        qclass = quality_class(req)  # a tool or schema request: its class's measured accuracy, when known
+        measured = self.quality.class_quality(qclass) if qclass else None
+        if measured is None:
+            qclass = None
+            quality = await self.predict_quality(text) if pinned is None or budget.min_quality else {}
+        else:
+            quality = measured
         route_req = RouteRequest(prompt=text, prompt_tokens=estimate_tokens(text), max_tokens=max_tokens,
                                  budget=budget, pinned_model=pinned, allowed_models=allowed_models,
-                                 requires=req.requirements())
+                                 requires=req.requirements(), quality_class=qclass)
         generation = self._generation(req, max_tokens)
-        decision = self._admit(self.router.decide(route_req, self.loads(), quality), priority)
+        request_id = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        decision = await self._admit(self.router.decide(route_req, self.loads(), quality), priority, request_id)
         cascade = req.routing.cascade if req.routing and req.routing.cascade is not None else self.pool.routing.cascade
         if cascade:  # from the admitted model, with its own threshold
             decision = with_cascade(decision, self.cascade_thresholds)
         now = self.clock()
         return Call(
-            request_id=("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex[:24],
-            endpoint=endpoint, requested_model=req.model, decision=decision, generation=generation,
+            request_id=request_id, endpoint=endpoint, requested_model=req.model, decision=decision, generation=generation,
             budget=budget, stream=req.stream, include_usage=req.include_usage(), created=int(time.time()),
             started=t0, deadline=t0 + limits.request_timeout_s, decision_s=now - t0, route_request=route_req,
             quality=quality, priority=priority, key_name=key_name, reserved=True,
             cascade=decision.escalate_to is not None, route_class=route_class(pinned is not None, asked),
         )
 
-    def _admit(self, decision: Decision, priority: Priority) -> Decision:
+    async def _admit(self, decision: Decision, priority: Priority, holder: str) -> Decision:
         """Admission control (``router.admission``): the router's choice if it has room, else the next.
 
-        The admitted model's in-flight count is taken here, with no await in between, so concurrent
-        requests cannot all pass admission before any of them is counted.
+        The admitted model's slot is leased here in one atomic step of the shared store, so
+        concurrent requests, on this replica or another, cannot all pass before any is counted.
         """
         order = admission_order(decision)
-        chosen = admit(order, self.in_flight, self.capacity, priority,
-                       {m: self.latency.mean_service_ms(m) for m in order})
-        self.in_flight[chosen] += 1
+        chosen = await self.slots.admit(order, priority, holder, {m: self.latency.mean_service_ms(m) for m in order})
         return redirected(decision, chosen)
 
     @staticmethod
@@ -268,9 +281,9 @@ class Gateway:
         """One model's try. Failures before its first chunk raise _Failover; later ones propagate."""
         if call.reserved:
             call.reserved = False
+            ahead = self.in_flight[model] - 1
         else:
-            self.in_flight[model] += 1
-        ahead = self.in_flight[model] - 1
+            ahead = await self.slots.take(model, call.request_id)
         self.breakers.on_attempt(model)
         began = self.clock()
         first_timeout = self.pool.failover.first_token_timeout_s
@@ -307,7 +320,7 @@ class Gateway:
         finally:
             deadline.close()
             await stream.aclose()
-            self.in_flight[model] -= 1
+            self.slots.free(model, call.request_id)
 
     def _deadline(self) -> DeadlineExceededError:
         return DeadlineExceededError(

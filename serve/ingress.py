@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -31,8 +30,10 @@ from serve.config import PoolConfig
 from serve.engines.base import Chunk
 from serve.api.requests import estimate_tokens, routing_text
 from serve.gateway import Call, Gateway
-from serve.quotas import Quotas
+from serve.quotas import NO_TICKET, Quotas, Ticket
 from serve.shadow import OutputChecks
+from serve.state import StateStore, build_store
+from serve.telemetry.link import TelemetryLink
 from serve.telemetry.tracing import GatewayTracer, build_tracer_provider, set_decision
 from serve.telemetry.records import RequestRecord
 
@@ -107,56 +108,40 @@ class IngressCore:
     """Everything the ingress does, without the Ray decorator (so it can run in-process)."""
 
     flush_interval_s = 0.25
-    gauges_refresh_s = 15.0
-    max_pending = 10_000  # request records kept for telemetry while it is unreachable
     health_interval_s = 2.0
+    load_interval_s = 0.25  # how stale another replica's in-flight counts may be in this one's predictions
 
     def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
                  telemetry: Any = None, authenticator: Authenticator | None = None,
-                 cascade_thresholds: Mapping[str, float] | None = None, tracer: GatewayTracer | None = None) -> None:
+                 cascade_thresholds: Mapping[str, float] | None = None, tracer: GatewayTracer | None = None,
+                 store: StateStore | None = None) -> None:
         self.pool = pool
-        self._buffer: list[RequestRecord] = []
         self.telemetry = telemetry
-        self.gateway = Gateway(pool, clients, quality, self._buffer.append, cascade_thresholds=cascade_thresholds)
+        self.link = TelemetryLink(telemetry, self._gauges)
+        self.store = store if store is not None else build_store(pool)
+        self.gateway = Gateway(pool, clients, quality, self.link.append, cascade_thresholds=cascade_thresholds,
+                               store=self.store)
         self.tracer = tracer if tracer is not None else GatewayTracer(build_tracer_provider())
         self.checks = OutputChecks(pool, self.gateway, telemetry)
         self.auth = authenticator if authenticator is not None else Authenticator(load_keys(pool.auth))
-        self.quotas = Quotas()
+        self.quotas = Quotas(self.store, fail_open=pool.state.on_unavailable == "open")
         self._tasks: list[asyncio.Task[None]] = []
         self._charges: set[asyncio.Task[None]] = set()
-        self._gauges_sent: tuple[dict[str, int], dict[str, bool]] | None = None
-        self._gauges_at = 0.0
 
     def start_background(self) -> None:
         loop = asyncio.get_event_loop()
         self._tasks = [loop.create_task(self._flush_loop()), loop.create_task(self._health_loop())]
+        if self.store.name != "memory":  # other replicas change the shared counts too
+            self._tasks.append(loop.create_task(self._load_loop()))
 
     # ------------------------------------------------------------------ telemetry plumbing
-    async def flush(self) -> None:
-        """Send the finished requests' records and the gauges, each only when there is news.
+    def _gauges(self) -> dict[str, Any]:
+        return {"in_flight": dict(self.gateway.in_flight),
+                "circuit_open": {m: st.value != "closed" for m, st in self.gateway.breakers.states().items()},
+                "store_errors": self.gateway.slots.errors + self.quotas.errors, "shared": self.store.name != "memory"}
 
-        A batch the telemetry deployment did not take goes back to the buffer for the next
-        flush (the oldest records beyond ``max_pending`` are dropped, and counted in the log).
-        """
-        if self.telemetry is None:
-            return
-        batch, self._buffer[:] = list(self._buffer), []
-        if batch:
-            try:
-                await self.telemetry.record.remote(batch)
-            except BaseException:
-                self._buffer[:0] = batch
-                excess = len(self._buffer) - self.max_pending
-                if excess > 0:
-                    del self._buffer[:excess]
-                    log.warning("telemetry is unreachable: dropped the %d oldest request records", excess)
-                raise
-        circuit = {m: st.value != "closed" for m, st in self.gateway.breakers.states().items()}
-        gauges = (dict(self.gateway.in_flight), circuit)
-        now = time.monotonic()  # unchanged gauges are re-sent now and then (a restarted telemetry replica)
-        if gauges != self._gauges_sent or now - self._gauges_at > self.gauges_refresh_s:
-            await self.telemetry.set_gauges.remote(*gauges)
-            self._gauges_sent, self._gauges_at = gauges, now
+    async def flush(self) -> None:
+        await self.link.flush()
 
     async def _flush_loop(self) -> None:
         while True:
@@ -176,6 +161,14 @@ class IngressCore:
 
         results = await asyncio.gather(*(one(n, c) for n, c in self.gateway.clients.items()))
         return dict(results)
+
+    async def _load_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.load_interval_s)
+            try:
+                await self.gateway.slots.refresh()
+            except Exception as err:  # noqa: BLE001 - admission itself reports a store outage
+                log.warning("reading the shared in-flight counts failed: %s", err)
 
     async def _health_loop(self) -> None:
         while True:
@@ -200,6 +193,7 @@ class IngressCore:
 
     async def _handle(self, endpoint: str, request: Request, model: type[BaseModel]) -> Response:
         key: ApiKey = ANONYMOUS
+        ticket = NO_TICKET
         span = self.tracer.start_request(endpoint=endpoint, requested_model="", headers=request.headers)
         try:
             key = self.auth.authenticate(request.headers)
@@ -208,16 +202,18 @@ class IngressCore:
             self.tracer.name_request(span, endpoint=endpoint, requested_model=body.model, stream=body.stream)
             size = estimate_tokens(routing_text(body)) + (body.requested_max_tokens()
                                                           or self.pool.limits.default_max_tokens)
-            await self.quotas.admit(key, size)
+            ticket = await self.quotas.admit(key, size)
             with self.tracer.routing_span(span) as route_span:
                 call = await self.gateway.route(endpoint, body, request.headers, allowed_models=key.allowed_models(),
                                                 priority=self._priority(key, request.headers), key_name=key.name)
                 set_decision(route_span, call.decision)
         except (TiergateError, ValidationError) as err:
             self.tracer.finish_request(span, response_model=None, error=err)
+            await self._settle(ticket, 0)
             return self._reject(endpoint, err, key)
         except Exception as err:
             self.tracer.finish_request(span, response_model=None, error=err)
+            await self._settle(ticket, 0)
             raise
         stream = self.gateway.run(call)
         try:
@@ -225,13 +221,13 @@ class IngressCore:
         except StopAsyncIteration:
             first = Chunk(finish_reason="stop")
         except TiergateError as err:
-            await self._done(call, key, span, err)
+            await self._done(call, ticket, span, err)
             return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
         except Exception as err:
-            await self._done(call, key, span, err)
+            await self._done(call, ticket, span, err)
             raise
         if call.stream:
-            return StreamingResponse(self._sse(call, first, stream, key, span), media_type="text/event-stream",
+            return StreamingResponse(self._sse(call, first, stream, ticket, span), media_type="text/event-stream",
                                      headers={**R.decision_headers(self.gateway, call, final=False),
                                               "cache-control": "no-cache"})
         chunks = [first]
@@ -246,28 +242,28 @@ class IngressCore:
             error = err
             raise
         finally:
-            await self._done(call, key, span, error)
+            await self._done(call, ticket, span, error)
         return JSONResponse(R.full_body(self.gateway, call, chunks),
                             headers=R.decision_headers(self.gateway, call, final=True))
 
-    async def _done(self, call: Call, key: ApiKey, span: Any, error: BaseException | None) -> None:
+    async def _done(self, call: Call, ticket: Ticket, span: Any, error: BaseException | None) -> None:
         """After the answer: end the trace, schedule brittleness checks, charge the key's tokens."""
         self.tracer.finish_request(span, response_model=call.model, input_tokens=call.prompt_tokens,
                                    output_tokens=call.completion_tokens, finish_reasons=[call.finish_reason],
                                    response_id=call.request_id, error=error)
         if error is None:
             self.checks.schedule(call)
-        tokens = call.prompt_tokens + call.completion_tokens
-        if tokens and key is not ANONYMOUS:
-            await self._charge(key, tokens)
+        await self._settle(ticket, call.prompt_tokens + call.completion_tokens)
 
-    async def _charge(self, key: ApiKey, tokens: int) -> None:
-        """Charge the answer's tokens before the response ends, so the key's next request sees them.
+    async def _settle(self, ticket: Ticket, tokens: int) -> None:
+        """Settle the key's tokens before the response ends, so the key's next request sees them.
 
         The charge runs as its own task: a client that hangs up (which cancels the response)
         cannot stop it half-way, and its failure is logged, never lost.
         """
-        task = asyncio.get_running_loop().create_task(self.quotas.charge_tokens(key, tokens))
+        if not ticket.tokens:
+            return
+        task = asyncio.get_running_loop().create_task(self.quotas.settle(ticket, tokens))
         self._charges.add(task)
         task.add_done_callback(self._charged)
         await asyncio.wait([task])  # a failure is logged by _charged; the answer stands
@@ -293,12 +289,12 @@ class IngressCore:
 
     def _reject(self, endpoint: str, err: Exception, key: ApiKey = ANONYMOUS) -> JSONResponse:
         http = from_exception(err)
-        self._buffer.append(RequestRecord(endpoint=endpoint, requested_model="", model="", route_reason="none",
+        self.link.append(RequestRecord(endpoint=endpoint, requested_model="", model="", route_reason="none",
                                           status=http.status, error_type=type(err).__name__,
                                           key_name="" if key is ANONYMOUS else key.name))
         return _error_response(http)
 
-    async def _sse(self, call: Call, first: Chunk, stream: AsyncIterator[Chunk], key: ApiKey,
+    async def _sse(self, call: Call, first: Chunk, stream: AsyncIterator[Chunk], ticket: Ticket,
                    span: Any) -> AsyncIterator[bytes]:
         error: BaseException | None = None
         try:
@@ -319,7 +315,7 @@ class IngressCore:
             log.exception("stream failed")
             yield R.sse(error_body(f"stream failed: {type(err).__name__}", "server_error", None, "stream_error"))
         finally:
-            await self._done(call, key, span, error)
+            await self._done(call, ticket, span, error)
         yield R.sse("[DONE]")
 
     def models(self) -> dict[str, Any]:

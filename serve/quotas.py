@@ -1,65 +1,94 @@
-"""Per-key request and token quotas (per minute and per day), on the ``limits`` library.
+"""Per-key request and token quotas (per minute and per day), in the shared state store.
 
-Checked before routing: the request counters are charged at admission, the token counters are
-tested against the request's estimated size at admission and charged with the actual tokens
-when it finishes. Counters live in this ingress replica's memory (moving windows).
+At admission one atomic ``hit`` charges the key's request windows one request and its token
+windows the request's estimated size (prompt estimate plus ``max_tokens``), all or none; when
+the request ends, :meth:`Quotas.settle` gives back what it reserved and did not use (or, rarely,
+charges what it used beyond the estimate). So concurrent requests, through any number of
+ingress replicas, cannot together pass a token quota by more than one request's estimation
+error, and a request quota is exact. Windows are sliding-window counters (constant cost).
 """
 
 from __future__ import annotations
 
-import time
-
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+import logging
+from dataclasses import dataclass
 
 from router.errors import RateLimitError
 from serve.auth import ApiKey
+from serve.state import Charge, StateStore, StoreUnavailableError, Window
+
+log = logging.getLogger("tiergate.quotas")
+
+PERIODS = {"minute": 60, "day": 86_400}
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What admission charged a key's token windows, to settle when the request ends."""
+
+    tokens: tuple[Charge, ...]
+    estimated: int
+
+
+NO_TICKET = Ticket((), 0)
 
 
 class Quotas:
-    def __init__(self) -> None:
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._items: dict[tuple[str, str, int], RateLimitItem] = {}
+    def __init__(self, store: StateStore, *, fail_open: bool = False) -> None:
+        self.store = store
+        self.fail_open = fail_open
+        self.errors = 0
 
-    def _item(self, kind: str, period: str, amount: int) -> RateLimitItem:
-        key = (kind, period, amount)
-        if key not in self._items:
-            cls = RateLimitItemPerMinute if period == "minute" else RateLimitItemPerDay
-            self._items[key] = cls(amount, namespace=f"tiergate-{kind}")
-        return self._items[key]
-
-    def _limits(self, key: ApiKey, kind: str) -> list[tuple[str, RateLimitItem]]:
+    @staticmethod
+    def windows(key: ApiKey, kind: str) -> list[Window]:
         out = []
-        for period in ("minute", "day"):
+        for period, seconds in PERIODS.items():
             amount = getattr(key.limits, f"{kind}_per_{period}")
             if amount is not None:
-                out.append((f"{kind} per {period}", self._item(kind, period, amount)))
+                out.append(Window(f"{kind}-per-{period}:{key.name}", amount, seconds))
         return out
 
-    async def _retry_after(self, item: RateLimitItem, name: str) -> float:
-        stats = await self._limiter.get_window_stats(item, name)
-        return max(1.0, stats.reset_time - time.time())
-
-    async def admit(self, key: ApiKey, estimated_tokens: int) -> None:
-        """Raise RateLimitError (429 with Retry-After) when the key is over a quota."""
-        for label, item in self._limits(key, "tokens"):
-            if estimated_tokens > item.amount:
+    async def admit(self, key: ApiKey, estimated_tokens: int) -> Ticket:
+        """Charge the key, or raise RateLimitError (429 with Retry-After) when it is over a quota."""
+        tokens = [Charge(w, estimated_tokens) for w in self.windows(key, "tokens")]
+        for c in tokens:
+            if estimated_tokens > c.window.limit:
                 raise RateLimitError(f"this request (~{estimated_tokens} tokens) exceeds key {key.name!r}'s quota "
-                                     f"of {item.amount} {label}", retry_after_s=60.0, code="quota_exceeded")
-            if not await self._limiter.test(item, key.name, cost=estimated_tokens):
-                raise RateLimitError(f"key {key.name!r} is over its quota of {item.amount} {label}",
-                                     retry_after_s=await self._retry_after(item, key.name), code="quota_exceeded")
-        requests = self._limits(key, "requests")
-        for label, item in requests:
-            if not await self._limiter.test(item, key.name):
-                raise RateLimitError(f"key {key.name!r} is over its quota of {item.amount} {label}",
-                                     retry_after_s=await self._retry_after(item, key.name), code="quota_exceeded")
-        for _, item in requests:
-            await self._limiter.hit(item, key.name)
+                                     f"of {c.window.limit} {_label(c.window)}", retry_after_s=60.0,
+                                     code="quota_exceeded")
+        charges = [Charge(w, 1) for w in self.windows(key, "requests")] + tokens
+        if not charges:
+            return NO_TICKET
+        try:
+            refusal = await self.store.hit(charges)
+        except StoreUnavailableError as err:
+            self.errors += 1
+            if not self.fail_open:
+                raise
+            log.warning("state store unavailable: key %r admitted without its quota check: %s", key.name, err)
+            return NO_TICKET
+        if refusal is not None:
+            raise RateLimitError(f"key {key.name!r} is over its quota of {refusal.window.limit} "
+                                 f"{_label(refusal.window)}", retry_after_s=refusal.retry_after_s,
+                                 code="quota_exceeded")
+        return Ticket(tuple(tokens), estimated_tokens)
 
-    async def charge_tokens(self, key: ApiKey, tokens: int) -> None:
-        if tokens <= 0:
+    async def settle(self, ticket: Ticket, used_tokens: int) -> None:
+        """Give back the reserved tokens the request did not use; charge any it used beyond them."""
+        if not ticket.tokens:
             return
-        for _, item in self._limits(key, "tokens"):
-            await self._limiter.hit(item, key.name, cost=min(tokens, item.amount))
+        unused = ticket.estimated - used_tokens
+        try:
+            if unused > 0:
+                await self.store.refund([Charge(c.window, unused) for c in ticket.tokens])
+            elif unused < 0:  # best effort: a window already full keeps its count (one request's error)
+                for c in ticket.tokens:
+                    await self.store.hit([Charge(c.window, -unused)])
+        except StoreUnavailableError:
+            self.errors += 1
+            raise
+
+
+def _label(w: Window) -> str:
+    kind, _, period = w.name.partition(":")[0].partition("-per-")
+    return f"{kind} per {period}"

@@ -41,13 +41,13 @@ class OutputChecks:
         price = self.gateway.router.card(model).price
         return price.cost(call.prompt_tokens, call.generation.sampling.max_tokens)
 
-    async def _answer(self, model: str, gen: GenerationRequest) -> str:
+    async def _answer(self, model: str, gen: GenerationRequest, holder: str) -> str:
         # counted in the model's in-flight load, so the router sees what checks cost it
-        self.gateway.in_flight[model] += 1
+        await self.gateway.slots.take(model, holder)
         try:
             parts = [c.text async for c in self.gateway.clients[model].stream(gen)]
         finally:
-            self.gateway.in_flight[model] -= 1
+            self.gateway.slots.free(model, holder)
         return "".join(parts)
 
     async def _run(self, call: Call) -> None:
@@ -66,7 +66,7 @@ class OutputChecks:
             return
         gen = _greedy(call.generation)
         try:
-            answer = await self._answer(shadow, gen)
+            answer = await self._answer(shadow, gen, call.request_id + ":shadow")
         except Exception:  # noqa: BLE001
             await self.telemetry.record_shadow_error.remote(**common)
             return
@@ -85,8 +85,10 @@ class OutputChecks:
         base = _greedy(call.generation)
         try:
             # compare greedy answers, so a flip is the perturbation's doing, not sampling noise
-            answer = call.text if call.generation.sampling.temperature == 0 else await self._answer(model, base)
-            probe_answer = await self._answer(model, _with_user_text(base, perturbation.text))
+            greedy = call.generation.sampling.temperature == 0
+            answer = call.text if greedy else await self._answer(model, base, call.request_id + ":base")
+            probe_answer = await self._answer(model, _with_user_text(base, perturbation.text),
+                                              call.request_id + ":probe")
         except Exception:  # noqa: BLE001
             await self.telemetry.record_probe_error.remote(model=model, perturbation=perturbation.name)
             return

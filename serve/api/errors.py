@@ -19,9 +19,11 @@ _STATUS: tuple[tuple[type[E.TiergateError], int, str], ...] = (
     (E.PermissionDeniedError, 403, "permission_error"),
     (E.UnknownModelError, 404, "invalid_request_error"),
     (E.BudgetInfeasibleError, 422, "budget_error"),
+    (E.BudgetExhaustedError, 429, "insufficient_quota"),
     (E.RateLimitError, 429, "rate_limit_error"),
     (E.EngineNotReadyError, 503, "service_unavailable"),
     (E.OverloadedError, 503, "service_unavailable"),
+    (E.StoreUnavailableError, 503, "service_unavailable"),
     (E.DeadlineExceededError, 504, "timeout_error"),
     (E.EngineError, 502, "engine_error"),
     (E.ConfigError, 500, "server_error"),
@@ -58,6 +60,8 @@ def from_exception(err: BaseException) -> HttpError:
                 {"budget": u.budget, "requested": u.requested, "best_achievable": u.best_achievable,
                  "best_model": u.best_model} for u in err.unmet
             ]
+        if isinstance(err, E.BudgetExhaustedError):
+            extra["resets_at"] = err.resets_at
         retry = getattr(err, "retry_after_s", None)
         if retry is not None:
             headers["retry-after"] = str(max(1, math.ceil(retry)))

@@ -23,11 +23,9 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router.errors import TiergateError
+from router.errors import StoreUnavailableError
 
-
-class StoreUnavailableError(TiergateError):
-    """The shared state store could not be reached or answered with an error."""
+__all__ = ["Charge", "Refusal", "StateStore", "StoreUnavailableError", "Window"]
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,8 @@ class RedisStore(StateStore):
 
     async def close(self) -> None:
         await self._redis.aclose()
+        # limits' storage has no close of its own: close the redis-py client it made
+        await self._windows.storage.bridge.get_connection().aclose()
 
 
 def _safe(url: str) -> str:

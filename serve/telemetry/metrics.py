@@ -52,7 +52,8 @@ class GatewayMetrics:
         self.predicted_latency = Histogram(f"{PREFIX}_predicted_latency_seconds",
                                            "Latency the router predicted for the chosen model.",
                                            ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge(f"{PREFIX}_requests_in_flight", "Requests being generated now, per model.",
+        self.in_flight = Gauge(f"{PREFIX}_requests_in_flight", "Requests being generated or queued now, per model, "
+                               "across every ingress replica.",
                                ["model"], registry=r)
         self.model_ready = Gauge(f"{PREFIX}_model_ready", "1 when the model's deployment is healthy.",
                                  ["model"], registry=r)
@@ -62,7 +63,9 @@ class GatewayMetrics:
         self.failovers = Counter(f"{PREFIX}_failovers", "Requests moved to another model after a failure "
                                  "before the first token.", ["from_model", "to_model"], registry=r)
         self.circuit_open = Gauge(f"{PREFIX}_circuit_open", "1 while a model's circuit breaker is open or "
-                                  "half-open.", ["model"], registry=r)
+                                  "half-open on any ingress replica.", ["model"], registry=r)
+        self.store_errors = Counter(f"{PREFIX}_state_store_errors", "Calls to the shared state store that failed "
+                                    "(each request then failed closed or open, as configured).", registry=r)
         self.finish = Counter(f"{PREFIX}_finish_reason", "Answers by finish reason (stop, length, cancelled, error).",
                               ["model", "finish_reason"], registry=r)
 

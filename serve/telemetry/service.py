@@ -22,7 +22,10 @@ from serve.telemetry.records import RequestRecord
 class TelemetryCollector:
     """Plain-Python core of the telemetry deployment (testable without Ray)."""
 
+    replica_ttl_s = 45.0  # an ingress replica silent this long no longer counts (it re-sends every 15 s)
+
     def __init__(self, monitoring: dict[str, Any] | None = None) -> None:
+        self._replicas: dict[str, tuple[float, dict[str, int], dict[str, bool], int, bool]] = {}
         self.metrics = GatewayMetrics()
         config = MonitoringConfig.model_validate(monitoring or {})
         self.monitoring = Monitoring(self.metrics.registry, config, now=time.time())
@@ -57,11 +60,26 @@ class TelemetryCollector:
         for model, ok in ready.items():
             self.metrics.model_ready.labels(model).set(1.0 if ok else 0.0)
 
-    def set_gauges(self, in_flight: dict[str, int], circuit_open: dict[str, bool]) -> None:
-        for model, n in in_flight.items():
-            self.metrics.in_flight.labels(model).set(n)
-        for model, is_open in circuit_open.items():
-            self.metrics.circuit_open.labels(model).set(1.0 if is_open else 0.0)
+    def set_gauges(self, replica: str, *, in_flight: dict[str, int], circuit_open: dict[str, bool],
+                   store_errors: int = 0, shared: bool = True) -> None:
+        """One ingress replica's gauges, combined with the other live replicas' ones.
+
+        In-flight counts from a shared store are every replica's view of one truth (the largest,
+        the freshest, is shown); from per-replica stores they add up. A circuit counts as open
+        while it is open on any replica. Store errors are each replica's running total.
+        """
+        now = time.monotonic()
+        last = self._replicas.get(replica)
+        errors_before = last[3] if last else 0
+        self.metrics.store_errors.inc(store_errors - errors_before if store_errors >= errors_before else store_errors)
+        self._replicas[replica] = (now, in_flight, circuit_open, store_errors, shared)
+        live = [v for k, v in self._replicas.items() if now - v[0] <= self.replica_ttl_s]
+        self._replicas = {k: v for k, v in self._replicas.items() if now - v[0] <= self.replica_ttl_s}
+        for model in in_flight:
+            counts = [v[1].get(model, 0) for v in live]
+            self.metrics.in_flight.labels(model).set(max(counts) if shared else sum(counts))
+        for model in circuit_open:
+            self.metrics.circuit_open.labels(model).set(1.0 if any(v[2].get(model) for v in live) else 0.0)
 
     def render(self) -> bytes:
         self.monitoring.tick(time.time())

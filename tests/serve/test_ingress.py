@@ -10,6 +10,7 @@ import pytest
 
 from router.errors import EngineError
 from serve.auth import ApiKey, Authenticator, KeyFile
+from serve.state import Charge
 from tests.serve.ingress_app import client, ingress
 
 Q = [{"role": "user", "content": "hi"}]
@@ -56,8 +57,8 @@ class _Telemetry:
             def __init__(self, fn):
                 self.fn = fn
 
-            async def remote(self, *args):
-                return self.fn(*args)
+            async def remote(self, *args, **kwargs):
+                return self.fn(*args, **kwargs)
 
         def record(batch):
             if outer.fail:
@@ -66,7 +67,7 @@ class _Telemetry:
             outer.batches.append(list(batch))
 
         self.record = _Call(record)
-        self.set_gauges = _Call(lambda in_flight, circuit: outer.gauges.append((in_flight, circuit)))
+        self.set_gauges = _Call(lambda replica, **gauges: outer.gauges.append((replica, gauges)))
 
 
 async def test_a_failed_flush_keeps_its_batch_and_gauges_are_sent_on_change():
@@ -99,19 +100,19 @@ async def test_tokens_are_charged_before_the_answer_returns():
                          headers={"authorization": "Bearer alice-key-0123456789"})
     assert r.status_code == 200
     charged = r.json()["usage"]["total_tokens"]
-    item = core.quotas._limits(key, "tokens")[0][1]
-    stats = await core.quotas._limiter.get_window_stats(item, key.name)
-    assert 1000 - stats.remaining == charged
+    (window,) = core.quotas.windows(key, "tokens")  # the estimate reserved at admission is settled to usage
+    assert await core.store.hit([Charge(window, 1000 - charged + 1)]) is not None
+    assert await core.store.hit([Charge(window, 1000 - charged)]) is None
 
 
 async def test_a_failed_quota_charge_is_logged_and_the_answer_stands(caplog):
     auth, _ = _keyed()
     core = await ingress({"cheap": (0.1, 0.3, {})}, authenticator=auth)
 
-    async def broken(key, tokens):
+    async def broken(ticket, tokens):
         raise EngineError("storage down")
 
-    core.quotas.charge_tokens = broken
+    core.quotas.settle = broken
     with caplog.at_level(logging.ERROR, logger="tiergate.ingress"):
         async with client(core) as c:
             r = await c.post("/chat/completions", json={"model": "auto", "messages": Q},

@@ -1,0 +1,105 @@
+"""Each model's requests in flight, counted across every ingress replica.
+
+A request holds a lease on its model in the shared store (``serve/state``) from admission to
+its last token; admission takes one only while the model holds fewer than its priority's share
+of its capacity (``router.admission``), in one atomic step, so N ingress replicas together
+never put more than the capacity in flight. A lease expires after the request timeout plus a
+margin, so a replica that dies holding leases frees them by then.
+
+``in_flight`` is this replica's latest view of the shared counts: set by each lease it takes,
+lowered by each it frees and refreshed from the store by :meth:`refresh` (the ingress polls it),
+so every replica's latency predictions see the same load, stale by at most the poll interval.
+When the store cannot be reached the replica fails closed (503) or, by configuration, open:
+it then counts its own leases only, against its share of the capacity (capacity / replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+
+from router.admission import Capacity, Priority, saturated, slot_limit
+from serve.state import MemoryStore, StateStore, StoreUnavailableError
+
+log = logging.getLogger("tiergate.slots")
+
+UNBOUNDED = 1 << 30  # failover, escalation and checks are counted but not refused
+
+
+class Slots:
+    def __init__(self, store: StateStore, capacity: Mapping[str, Capacity], *, ttl_s: float,
+                 fail_open: bool = False, replicas: int = 1) -> None:
+        self.store = store
+        self.capacity = dict(capacity)
+        self.ttl_s = ttl_s
+        self.fail_open = fail_open
+        self.in_flight: dict[str, int] = {m: 0 for m in capacity}
+        self.errors = 0  # store calls that failed (exported as tiergate_state_store_errors_total)
+        self._local = MemoryStore()  # fail-open: this replica's own leases
+        self._replicas = max(1, replicas)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def _pool(model: str) -> str:
+        return "inflight:" + model
+
+    async def _lease(self, model: str, holder: str, limit: int) -> int | None:
+        try:
+            return await self.store.lease(self._pool(model), holder, limit, self.ttl_s)
+        except StoreUnavailableError as err:
+            self.errors += 1
+            if not self.fail_open:
+                raise
+            log.warning("state store unavailable, admitting on this replica's own count: %s", err)
+            share = limit if limit >= UNBOUNDED else max(1, limit // self._replicas)
+            return await self._local.lease(self._pool(model), holder, share, self.ttl_s)
+
+    async def admit(self, order: Sequence[str], priority: Priority, holder: str,
+                    service_ms: Mapping[str, float]) -> str:
+        """Lease a slot on the first model of ``order`` with room for ``priority``; else 503."""
+        for model in order:
+            held = await self._lease(model, holder, slot_limit(self.capacity[model], priority))
+            if held is not None:
+                self.in_flight[model] = held
+                return model
+            self.in_flight[model] = max(self.in_flight[model], slot_limit(self.capacity[model], priority))
+        raise saturated(order, self.capacity, priority, service_ms)
+
+    async def take(self, model: str, holder: str) -> int:
+        """Lease without a limit (a failover, an escalation, a check): the requests ahead of it."""
+        held = await self._lease(model, holder, UNBOUNDED)
+        assert held is not None
+        self.in_flight[model] = held
+        return held - 1
+
+    def free(self, model: str, holder: str) -> None:
+        """Give the lease back, in the background: a cancelled request still frees its slot."""
+        self.in_flight[model] = max(0, self.in_flight[model] - 1)
+        task = asyncio.get_running_loop().create_task(self._free(model, holder))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _free(self, model: str, holder: str) -> None:
+        pool = self._pool(model)
+        try:
+            await self.store.unlease(pool, holder)
+        except StoreUnavailableError as err:
+            self.errors += 1
+            log.warning("could not free a lease (it expires in %.0fs): %s", self.ttl_s, err)
+        await self._local.unlease(pool, holder)
+
+    async def drain(self) -> None:
+        """Wait for the leases being freed (tests, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    async def refresh(self) -> None:
+        """Read every model's shared count from the store."""
+        try:
+            counts = await self.store.held([self._pool(m) for m in self.in_flight])
+        except StoreUnavailableError:
+            self.errors += 1
+            raise
+        for m in self.in_flight:
+            self.in_flight[m] = counts[self._pool(m)]
