@@ -135,7 +135,7 @@ class Router:
         if feasible:
             best = min(feasible, key=lambda p: (p.cost_usd, -p.quality, p.latency_ms, p.model))
             why = (f"cheapest of {len(feasible)} model(s) meeting every budget "
-                   f"({_describe_budget(req.budget)}){_describe_needs(req)}")
+                   f"({_describe_budget(req.budget)}){_describe_needs(req)}{_describe_quality(req)}")
             return Decision(model=best.model, reason=RouteReason.CHEAPEST_FEASIBLE, explanation=why,
                             prediction=best, budget_met=True, candidates=preds)
         unmet = _unmet(fitting, req.budget)
@@ -145,7 +145,7 @@ class Router:
         missed = tuple(name for name, ok in zip(
             _BUDGETS, (best.fits_latency, best.fits_quality, best.fits_cost)) if not ok)
         why = (f"no model{_describe_needs(req)} meets every budget ({_describe_budget(req.budget)}); "
-               f"closest is {best.model}, missing {', '.join(missed)}")
+               f"closest is {best.model}, missing {', '.join(missed)}{_describe_quality(req)}")
         return Decision(model=best.model, reason=RouteReason.BEST_EFFORT, explanation=why,
                         prediction=best, budget_met=False, unmet=missed, candidates=preds)
 
@@ -248,6 +248,10 @@ def _jointly_only(u: UnmetBudget, b: Budget) -> bool:
 
 def _describe_needs(req: RouteRequest) -> str:
     return f" among those supporting {' and '.join(sorted(req.requires))}" if req.requires else ""
+
+
+def _describe_quality(req: RouteRequest) -> str:
+    return f"; quality is each model's measured accuracy on {req.quality_class} requests" if req.quality_class else ""
 
 
 def _describe_budget(b: Budget) -> str:

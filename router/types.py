@@ -87,6 +87,7 @@ class RouteRequest:
     task: str | None = None
     allowed_models: frozenset[str] | None = None  # None: every pool model (an API key may narrow it)
     requires: frozenset[str] = frozenset()  # capabilities the answering model must have
+    quality_class: str | None = None  # the quality scores are the models' measured accuracy on this class
 
 
 @dataclass(frozen=True)

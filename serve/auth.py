@@ -1,6 +1,8 @@
 """API keys: loaded once, kept only as SHA-256 digests, compared in constant time.
 
-A keys file (YAML or JSON) holds ``keys: [{name, key | key_sha256, models, priority, limits}]``.
+A keys file (YAML or JSON) holds ``keys: [{name, key | key_sha256, models, priority, limits, budget,
+team}]`` and, optionally, ``teams: [{name, budget}]``: spend budgets in USD per day or month
+(``serve/budgets.py`` keeps them).
 Plaintext keys are hashed as they are read and never kept. API keys are long random tokens, so
 one SHA-256 is the right digest (as for other bearer tokens); a slow password hash would only
 add latency to every request.
@@ -14,9 +16,11 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from router.admission import Priority
 from router.errors import AuthenticationError, ConfigError
@@ -35,12 +39,48 @@ class KeyLimits(Frozen):
     tokens_per_day: int | None = Field(default=None, ge=1)
 
 
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class SpendBudget(Frozen):
+    """A spend limit in USD per period, for one key or one team of keys."""
+
+    usd: float = Field(gt=0, le=1e9, description="USD that may be spent per period, at the pool's prices")
+    period: Literal["day", "month"] = Field(default="day", description="the budget resets at midnight (day) or "
+                                            "at midnight of the 1st (month), in timezone")
+    timezone: str = Field(default="UTC", description="IANA time zone the period is counted in, e.g. Europe/Paris")
+    zero_cost_models: bool = Field(default=False, description="once the budget is exhausted, models priced 0 "
+                                   "(in and out) still answer; otherwise every request is refused until the reset")
+    pacing: bool = Field(default=True, description="while spend runs ahead of even pace through the period, "
+                         "lower the pool's default quality floor so routing prefers cheaper models")
+    pace_full_at: float = Field(default=0.1, gt=0, le=1, description="ahead of even pace by this fraction of the "
+                                "budget, the pool's default quality floor is dropped entirely (in between, in "
+                                "proportion)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC or Europe/Paris") from None
+        return value
+
+
+class Team(Frozen):
+    name: str = Field(pattern=NAME)
+    budget: SpendBudget
+
+
 class ApiKey(Frozen):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    name: str = Field(pattern=NAME)
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     models: tuple[str, ...] = ("*",)
     priority: Priority = Priority.NORMAL
     limits: KeyLimits = KeyLimits()
+    budget: SpendBudget | None = Field(default=None, description="this key's own spend budget")
+    team: str | None = Field(default=None, pattern=NAME, description="a team in the file's teams: its budget is "
+                             "shared by all its keys (and kept beside the key's own)")
 
     @model_validator(mode="before")
     @classmethod
@@ -59,6 +99,27 @@ class ApiKey(Frozen):
 
 class KeyFile(Frozen):
     keys: tuple[ApiKey, ...] = Field(min_length=1)
+    teams: tuple[Team, ...] = ()
+
+    @model_validator(mode="after")
+    def _budgets_are_unambiguous(self) -> KeyFile:
+        teams = [t.name for t in self.teams]
+        repeated = sorted({n for n in teams if teams.count(n) > 1})
+        if repeated:
+            raise ValueError(f"team names must be unique; repeated: {', '.join(repeated)}")
+        unknown = sorted({k.team for k in self.keys if k.team is not None and k.team not in teams})
+        if unknown:
+            raise ValueError(f"keys name unknown team(s) {', '.join(unknown)}; teams: {', '.join(teams) or 'none'}")
+        # spend is counted per key name: two budgeted keys of one name would share one budget
+        budgeted = [k.name for k in self.keys if k.budget is not None or k.team is not None]
+        names = [k.name for k in self.keys]
+        shared = sorted({n for n in budgeted if names.count(n) > 1})
+        if shared:
+            raise ValueError(f"keys with a budget or a team need unique names; repeated: {', '.join(shared)}")
+        return self
+
+    def team(self, name: str | None) -> Team | None:
+        return next((t for t in self.teams if t.name == name), None)
 
 
 ANONYMOUS = ApiKey(name="anonymous", key_sha256="0" * 64)

@@ -191,7 +191,7 @@ def load_quality(path: str | Path, pool_models: Sequence[str], *, warm: bool = T
     check_models(profile, pool_models, str(p))
     encoder = build_encoder(profile.encoder, p.parent)
     try:
-        predictor = LearnedQuality(profile.params, encoder)
+        predictor = LearnedQuality(profile.params, encoder, classes=profile.class_accuracy())
     except ValueError as err:
         raise ProfileError(f"quality profile {p}: {err}") from None
     if warm:

@@ -24,6 +24,12 @@ class QualityPredictor(abc.ABC):
     def predict_one(self, prompt: str) -> dict[str, float]:
         return self.predict([prompt])[0]
 
+    def class_quality(self, quality_class: str) -> dict[str, float] | None:
+        """``{model: probability}`` for every request of a class (``tools``, ``json_schema``), measured on
+        that class as a whole; None when this predictor has no measurement for it (then it scores the
+        prompt). A model without a measurement for the class is absent."""
+        return None
+
 
 class PriorQuality(QualityPredictor):
     """The pool config's prior quality per model, the same for every prompt."""

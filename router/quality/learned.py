@@ -13,7 +13,7 @@ products: pure numpy, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,15 +116,18 @@ class QualityParams:
 
 
 class LearnedQuality(QualityPredictor):
-    """Scores prompts with a trained :class:`QualityParams` and an :class:`Encoder`."""
+    """Scores prompts with a trained :class:`QualityParams` and an :class:`Encoder`; a request class
+    with a measured accuracy per model (``classes``: ``{class: {model: accuracy}}``) gets that instead."""
 
-    def __init__(self, params: QualityParams, encoder: Encoder) -> None:
+    def __init__(self, params: QualityParams, encoder: Encoder,
+                 classes: Mapping[str, Mapping[str, float]] | None = None) -> None:
         if tuple(params.feature_names) != FEATURE_NAMES:
             raise ValueError(f"profile features {params.feature_names} differ from this version's {FEATURE_NAMES}")
         if encoder.dim != params.dim:
             raise ValueError(f"encoder {encoder.name} gives {encoder.dim} dims, the profile expects {params.dim}")
         self.params = params
         self.encoder = encoder
+        self.classes = {name: dict(acc) for name, acc in (classes or {}).items()}
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -133,6 +136,10 @@ class LearnedQuality(QualityPredictor):
     def predict_matrix(self, prompts: Sequence[str]) -> np.ndarray:
         """P(acceptable) as an array (prompts, models), columns in :attr:`models` order."""
         return self.params.probabilities(self.encoder.encode(prompts), feature_matrix(prompts))
+
+    def class_quality(self, quality_class: str) -> dict[str, float] | None:
+        acc = self.classes.get(quality_class)
+        return None if acc is None else dict(acc)
 
     def predict(self, prompts: Sequence[str]) -> list[dict[str, float]]:
         probs = self.predict_matrix(prompts)

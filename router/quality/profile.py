@@ -1,7 +1,8 @@
 """The quality profile: a versioned, JSON-serialisable record of a trained predictor.
 
 A profile holds the encoder it was trained with (kind, reference, dimension, fingerprint),
-the per-model heads, the calibration report and, optionally, per-model cascade thresholds.
+the per-model heads, the calibration report and, optionally, per-model cascade thresholds and
+per-model accuracies measured on whole request classes (tool calls, JSON-schema outputs).
 This module converts between the parsed JSON mapping and frozen objects; reading and writing
 the file, and building the encoder, is ``serve/quality_profile.py``'s job.
 """
@@ -49,6 +50,18 @@ class CascadeThreshold:
     n: int
 
 
+@dataclass(frozen=True)
+class ClassAccuracy:
+    """Each model's measured rate of correct answers on one request class (``tools``, ``json_schema``):
+    scored answers on ``n`` labelled prompts of the class, from ``source``. Models without the class's
+    capability are absent."""
+
+    name: str
+    accuracy: Mapping[str, float]
+    n: int
+    source: str = ""
+
+
 @dataclass(frozen=True, eq=False)
 class QualityProfile:
     encoder: EncoderSpec
@@ -57,6 +70,7 @@ class QualityProfile:
     cascade: tuple[CascadeThreshold, ...] = ()
     sources: tuple[str, ...] = ()
     version: int = PROFILE_VERSION
+    classes: tuple[ClassAccuracy, ...] = ()
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -65,9 +79,13 @@ class QualityProfile:
     def cascade_for(self, model: str) -> CascadeThreshold | None:
         return next((c for c in self.cascade if c.model == model), None)
 
+    def class_accuracy(self) -> dict[str, dict[str, float]]:
+        """``{class: {model: accuracy}}``, what the predictor answers for a request of each class."""
+        return {c.name: dict(c.accuracy) for c in self.classes}
+
     def to_dict(self) -> dict[str, Any]:
         p = self.params
-        return {
+        out: dict[str, Any] = {
             "format": PROFILE_FORMAT,
             "version": self.version,
             "models": list(self.models),
@@ -84,6 +102,10 @@ class QualityProfile:
             "report": dict(self.report),
             "sources": list(self.sources),
         }
+        if self.classes:  # optional: older profiles have none
+            out["classes"] = {c.name: {"accuracy": dict(c.accuracy), "n": c.n, "source": c.source}
+                              for c in self.classes}
+        return out
 
 
 def _memory_dict(m: Memory) -> dict[str, Any]:
@@ -153,6 +175,7 @@ def profile_from_dict(data: Any, source: str = "<inline>") -> QualityProfile:
             heads=heads,
             memory=_memory_from(data["memory"], spec.dim, len(heads), source) if data.get("memory") else None)
         cascade = tuple(CascadeThreshold(**c) for c in data.get("cascade") or ())
+        classes = _classes(data.get("classes") or {}, source)
     except ProfileError:
         raise
     except (TypeError, ValueError, base64.binascii.Error) as err:
@@ -164,5 +187,27 @@ def profile_from_dict(data: Any, source: str = "<inline>") -> QualityProfile:
     for c in cascade:
         if c.model not in params.models:
             raise ProfileError(f"quality profile {source}: cascade threshold for unknown model {c.model!r}")
+    for c in classes:
+        unknown = sorted(set(c.accuracy) - set(params.models))
+        if unknown:
+            raise ProfileError(f"quality profile {source}: class {c.name!r} has accuracies for unknown model(s) "
+                               f"{', '.join(unknown)}")
     return QualityProfile(encoder=spec, params=params, report=dict(data.get("report") or {}), cascade=cascade,
-                          sources=tuple(data.get("sources") or ()), version=version)
+                          sources=tuple(data.get("sources") or ()), version=version, classes=classes)
+
+
+def _classes(data: Any, source: str) -> tuple[ClassAccuracy, ...]:
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"quality profile {source}: field 'classes' has the wrong type ({type(data).__name__})")
+    out = []
+    for name, entry in data.items():
+        where = f"{source} class {name!r}"
+        acc = _need(entry, "accuracy", Mapping, where) if isinstance(entry, Mapping) else None
+        if acc is None:
+            raise ProfileError(f"quality profile {where} is not an object")
+        for model, value in acc.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ProfileError(f"quality profile {where}: accuracy of {model!r} must be in [0, 1], got {value!r}")
+        out.append(ClassAccuracy(name=str(name), accuracy={str(m): float(v) for m, v in acc.items()},
+                                 n=int(_need(entry, "n", int, where)), source=str(entry.get("source") or "")))
+    return tuple(out)

@@ -67,6 +67,20 @@ def route_class(pinned: bool, asked: Budget | None) -> str:
     return "+".join(set_) if set_ else "default"
 
 
+def quality_class(req: ChatCompletionRequest | CompletionRequest) -> str | None:
+    """The request class whose measured accuracy predicts this request's quality, or None (the
+    prompt is scored): ``tools`` when the model may call one of the request's tools, ``json_schema``
+    when the answer is constrained JSON (``json_schema`` or ``json_object``). A tool-result turn
+    answered with ``tool_choice: none`` is text, so it has no class."""
+    if not isinstance(req, ChatCompletionRequest):
+        return None
+    if req.uses_tools():
+        return "tools"
+    if req.response_format is not None and req.response_format.type != "text":
+        return "json_schema"
+    return None
+
+
 def estimate_tokens(text: str) -> int:
     """A cheap prompt-size estimate for routing; engines count exactly."""
     return max(1, (len(text.encode("utf-8")) + 3) // 4)

@@ -75,7 +75,14 @@ def decision_headers(gw: Gateway, call: Call, *, final: bool) -> dict[str, str]:
         "x-tiergate-request-id": call.request_id,
         **({"x-tiergate-failover": ",".join(call.failovers)} if call.failovers else {}),
         **_cascade_header(call),
+        **_quality_class_header(call),
     }
+
+
+def _quality_class_header(call: Call) -> dict[str, str]:
+    """The request class whose measured accuracy was the predicted quality, when one was."""
+    qclass = call.route_request.quality_class if call.route_request is not None else None
+    return {"x-tiergate-quality-class": qclass} if qclass else {}
 
 
 def _cascade_header(call: Call) -> dict[str, str]:
