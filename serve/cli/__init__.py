@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "reference": "serve.cli.reference",
     "weights": "serve.cli.weights_cmd",
     "label": "serve.evaluation.label",
+    "label-calls": "serve.evaluation.label_calls",
     "eval": "serve.evaluation.live",
 }
 
