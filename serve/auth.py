@@ -161,6 +161,7 @@ def load_keys(config: AuthConfig, environ: Mapping[str, str] | None = None) -> K
 class Authenticator:
     def __init__(self, keys: KeyFile | None) -> None:
         self.enabled = keys is not None
+        self.keys = keys  # the file as parsed (its teams and budgets are read by serve/budgets.py)
         self._keys = [(bytes.fromhex(k.key_sha256), k) for k in (keys.keys if keys else ())]
 
     def authenticate(self, headers: Mapping[str, str]) -> ApiKey:

@@ -36,6 +36,7 @@ from router.errors import (
     TiergateError,
 )
 from router.outcome import BudgetOutcome, judge_budget
+from router.pacing import Pace, decide_paced
 from router.quality import QualityPredictor
 from serve.api.generation import generation_request
 from serve.api.requests import budget_from, estimate_tokens, quality_class, route_class, routing_text
@@ -146,7 +147,7 @@ class Gateway:
 
     async def route(self, endpoint: str, req: ChatCompletionRequest | CompletionRequest,
                     headers: Mapping[str, str], *, allowed_models: frozenset[str] | None = None,
-                    priority: Priority = Priority.NORMAL, key_name: str = "") -> Call:
+                    priority: Priority = Priority.NORMAL, key_name: str = "", pace: Pace | None = None) -> Call:
         t0 = self.clock()
         limits = self.pool.limits
         max_tokens = req.requested_max_tokens()
@@ -173,16 +174,17 @@ class Gateway:
         route_req = RouteRequest(prompt=text, prompt_tokens=estimate_tokens(text), max_tokens=max_tokens,
                                  budget=budget, pinned_model=pinned, allowed_models=allowed_models,
                                  requires=req.requirements(), quality_class=qclass)
-        generation = self._generation(req, max_tokens)
+        generation = generation_request(req, max_tokens)
         request_id = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
-        decision = await self._admit(self.router.decide(route_req, self.loads(), quality), priority, request_id)
+        decided, route_req = decide_paced(self.router, route_req, asked, self.defaults, pace, self.loads(), quality)
+        decision = await self._admit(decided, priority, request_id)  # pace: a key ahead of its spend pace
         cascade = req.routing.cascade if req.routing and req.routing.cascade is not None else self.pool.routing.cascade
         if cascade:  # from the admitted model, with its own threshold
             decision = with_cascade(decision, self.cascade_thresholds)
         now = self.clock()
         return Call(
             request_id=request_id, endpoint=endpoint, requested_model=req.model, decision=decision, generation=generation,
-            budget=budget, stream=req.stream, include_usage=req.include_usage(), created=int(time.time()),
+            budget=route_req.budget, stream=req.stream, include_usage=req.include_usage(), created=int(time.time()),
             started=t0, deadline=t0 + limits.request_timeout_s, decision_s=now - t0, route_request=route_req,
             quality=quality, priority=priority, key_name=key_name, reserved=True,
             cascade=decision.escalate_to is not None, route_class=route_class(pinned is not None, asked),
@@ -197,10 +199,6 @@ class Gateway:
         order = admission_order(decision)
         chosen = await self.slots.admit(order, priority, holder, {m: self.latency.mean_service_ms(m) for m in order})
         return redirected(decision, chosen)
-
-    @staticmethod
-    def _generation(req: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> GenerationRequest:
-        return generation_request(req, max_tokens)
 
     # ------------------------------------------------------------------ running
     async def run(self, call: Call) -> AsyncIterator[Chunk]:
