@@ -87,6 +87,9 @@ class FunctionCallIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=_FUNCTION_NAME)
     arguments: str = Field(max_length=65536)
+    # the openai clients' helpers (stream, parse, runTools) add it to the calls they return, and send
+    # the message back as it is: the client's own parse of ``arguments``, ignored here
+    parsed_arguments: Any = None
 
 
 class ToolCallIn(BaseModel):
@@ -107,6 +110,7 @@ class ChatMessage(BaseModel):
     tool_calls: list[ToolCallIn] | None = Field(default=None, max_length=MAX_TOOLS)
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=128)
     refusal: None = None
+    parsed: Any = None  # the clients' own parse of an earlier answer (see FunctionCallIn), ignored
 
     @model_validator(mode="after")
     def _tool_fields(self) -> ChatMessage:

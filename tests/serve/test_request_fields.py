@@ -138,6 +138,19 @@ def test_follow_up_turns_carry_tool_calls_and_results():
     assert "assistant" in e["message"]
 
 
+def test_an_assistant_message_sent_back_as_the_client_helpers_return_it_is_accepted():
+    # openai-node's stream()/parse()/runTools() add parsed (and parsed_arguments to each call) to the message
+    # they return, and runTools sends it back as it is; the fields are the client's own parse, not instructions
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}', "parsed_arguments": None}}
+    messages = [{"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": None, "refusal": None, "parsed": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"}]
+    msgs = generation_request(chat(messages=messages, tools=[WEATHER]), 5).messages
+    assert msgs[1].tool_calls[0].arguments == '{"city":"Paris"}'
+    assert error_of(chat, messages=[{**messages[1], "parsd": None}])["param"] == "messages.0.parsd"
+
+
 def test_requirements_name_the_capabilities_a_model_needs():
     assert chat().requirements() == frozenset()
     assert chat(response_format={"type": "json_object"}).requirements() == frozenset({"json_schema"})
