@@ -14,41 +14,31 @@ import httpx
 import jsonschema
 import openai
 import pytest
-import yaml
 
-from tests.conftest import CPU_POOL
+from tests.serve.conftest import (
+    ASK,
+    BASE,
+    MODELS,
+    PERSON,
+    QWEN,
+    SMALL,
+    WEATHER,
+    WEATHER_PARAMS,
+    schema_format,
+)
 
 pytestmark = pytest.mark.e2e
 
-BASE = yaml.safe_load(CPU_POOL.read_text())
-SMALL, QWEN = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
-MODELS = {m["name"]: m for m in BASE["models"]}
 if QWEN not in MODELS:
     pytest.skip(f"the CPU pool has no {QWEN}", allow_module_level=True)
 
 REPEAT = [{"role": "user", "content": "Write cat cat cat cat cat cat."}]
 COLOURS = [{"role": "user", "content": "List five colours."}]
-PERSON = {"type": "object", "additionalProperties": False, "required": ["name", "age"],
-          "properties": {"name": {"type": "string", "maxLength": 24}, "age": {"type": "integer"}}}
-WEATHER_PARAMS = {"type": "object", "properties": {"city": {"type": "string", "description": "city name"}},
-                  "required": ["city"]}
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Get the current weather in a city",
-                                            "parameters": WEATHER_PARAMS}}
-ASK = [{"role": "user", "content": "What is the weather like in Paris right now?"}]
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster):
-    models = [{**MODELS[SMALL], "capabilities": ["json_schema"]},
-              {**MODELS[QWEN], "capabilities": ["tools", "json_schema"]}]
-    cfg = {"name": "fields", "models": models, "auth": {"enabled": False},
-           "limits": {**BASE["limits"], "max_tokens_limit": 256}}
-    return serve_cluster.deploy("fields", {"pool_config": cfg}, "/fields", timeout=600)
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    with openai.OpenAI(base_url=app.api, api_key="unused", max_retries=0, timeout=300) as c:
+def client(fields_app):
+    with openai.OpenAI(base_url=fields_app.api, api_key="unused", max_retries=0, timeout=300) as c:
         yield c
 
 
@@ -117,10 +107,6 @@ def test_top_k_and_min_p_narrow_sampling_to_the_greedy_token(client):
 
 
 # --------------------------------------------------------------------------- structured outputs
-def schema_format(schema=PERSON):
-    return {"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}}
-
-
 def test_json_schema_answer_validates_streamed_and_not(client):
     ask = [{"role": "user", "content": "Invent a person."}]
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=ask, temperature=0, max_tokens=64,
