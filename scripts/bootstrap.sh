@@ -23,6 +23,13 @@ if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v
     >/dev/null 2>&1 || echo "bootstrap: could not install redis-server; the Redis store tests will fail"
 fi
 
+# Node.js and npm (Debian's, when missing) for the openai Node client test; it installs the client from npm
+if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing Debian's nodejs and npm packages"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm) \
+    >/dev/null 2>&1 || echo "bootstrap: could not install nodejs and npm; the openai Node client test will fail"
+fi
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
