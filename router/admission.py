@@ -1,10 +1,18 @@
-"""Admission control: shed early, by priority, when the eligible models are saturated.
+"""Admission control: shed early, by priority, when the eligible models are saturated, and
+by queueing delay, when they would keep the request waiting longer than it may.
 
 Each model's capacity is what its replicas hold at once (running plus queued). A request of a
 given priority class is admitted to a model only while that model's in-flight count is below
 its class's share of the capacity, so low-priority traffic is shed first and high-priority
 traffic keeps headroom. When no eligible model admits the request, the caller gets a
 ``Retry-After`` from the expected time for one queue slot to free up.
+
+Queueing delay is bounded too: a model admits a request only while the wait the router
+predicted for it there (``Prediction.wait_ms``, from the requests already on the model) is
+within the request's bound, the smaller of its latency budget and the pool's maximum queue
+wait. A request no model can take within its bound is refused at once (``queue_wait_exceeded``)
+rather than left to wait out its deadline, with a ``Retry-After`` of the time until the
+shortest of those waits is back within the bound. Admitted requests are never shed later.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from router.errors import OverloadedError
-from router.types import Decision, RouteReason
+from router.types import Budget, Decision, RouteReason
 
 
 class Priority(str, Enum):
@@ -89,3 +97,44 @@ def redirected(decision: Decision, chosen: str) -> Decision:
                                            (pred.fits_latency, pred.fits_quality, pred.fits_cost)) if not ok)
     return replace(decision, model=chosen, prediction=pred, budget_met=pred.feasible, unmet=unmet,
                    explanation=f"{decision.model} is saturated; {chosen} has room")
+
+
+@dataclass(frozen=True)
+class WaitBound:
+    """How long a request may be predicted to wait for a slot, and which limit says so."""
+
+    ms: float
+    source: str  # "its latency budget" | "the pool's maximum queue wait"
+
+
+def wait_bound(budget: Budget, max_queue_wait_ms: float | None) -> WaitBound | None:
+    """The tighter of the request's latency budget and the pool's maximum queue wait; None: neither."""
+    bounds = [WaitBound(b, why) for b, why in ((budget.max_latency_ms, "its latency budget"),
+                                               (max_queue_wait_ms, "the pool's maximum queue wait"))
+              if b is not None]
+    return min(bounds, key=lambda w: w.ms) if bounds else None
+
+
+def _wait_ms(decision: Decision, model: str) -> float:
+    if model == decision.model:
+        return decision.prediction.wait_ms
+    return next((c.wait_ms for c in decision.candidates if c.model == model), 0.0)
+
+
+def within_wait(decision: Decision, order: Sequence[str], bound: WaitBound | None) -> tuple[str, ...]:
+    """The models of ``order`` (in that order) where the request's predicted wait is within ``bound``.
+
+    Raises OverloadedError (``queue_wait_exceeded``) when there is none, with a ``Retry-After``
+    of the time until the shortest predicted wait is back within the bound (at least 1 s).
+    """
+    if bound is None:
+        return tuple(order)
+    fits = tuple(m for m in order if _wait_ms(decision, m) <= bound.ms)
+    if fits or not order:
+        return fits
+    shortest = min(_wait_ms(decision, m) for m in order)
+    retry_after_s = max(1.0, (shortest - bound.ms) / 1000.0)
+    raise OverloadedError(
+        f"every eligible model would keep this request waiting about {shortest / 1000:.1f}s for a slot, "
+        f"longer than {bound.source} ({bound.ms / 1000:g}s); retry later",
+        retry_after_s=retry_after_s, code="queue_wait_exceeded")

@@ -103,10 +103,11 @@ class BudgetExhaustedError(RateLimitError):
 
 
 class OverloadedError(TiergateError):
-    """Every eligible model is saturated (HTTP 503 with ``Retry-After``)."""
+    """Every eligible model is saturated, or would keep the request waiting too long (HTTP 503 with
+    ``Retry-After``); ``code`` says which: ``overloaded`` or ``queue_wait_exceeded``."""
 
-    def __init__(self, message: str, *, retry_after_s: float) -> None:
-        super().__init__(message, code="overloaded")
+    def __init__(self, message: str, *, retry_after_s: float, code: str = "overloaded") -> None:
+        super().__init__(message, code=code)
         self.retry_after_s = retry_after_s
 
 

@@ -5,10 +5,14 @@ Per model the service time of one request is modelled as
     ttft  = wait + ttft0 + prefill_ms_per_token * prompt_tokens
     e2e   = ttft + tpot * output_tokens
 
-where ``wait`` is the queueing delay implied by the requests already in flight or queued on
-the model's replicas (each replica serves ``concurrency`` requests at once), ``ttft0`` and
-``tpot`` start from the pool's priors and follow live observations as exponentially weighted
-means, and ``output_tokens`` is bounded by the request's ``max_tokens``.
+where ``wait`` is the queueing delay implied by the requests already on the model's replicas
+(each replica serves ``concurrency`` requests at once; :attr:`ModelLoad.ahead`: the gateway's
+own count or what the replicas' engines report running and waiting, whichever is larger), each
+costing one mean service time (its prefill for the mean prompt, its decode for the mean output).
+``ttft0`` and ``tpot`` start from the pool's priors and follow live observations as
+exponentially weighted means; until this process has seen a model answer, its replicas'
+reported time per output token stands in for the prior. ``output_tokens`` is bounded by the
+request's ``max_tokens``.
 
 The router budgets on a *high quantile*, not the mean: the log of observed / predicted is
 tracked as an exponentially weighted mean and variance, and a prediction is scaled by
@@ -76,6 +80,7 @@ class _ModelState:
         self.ttft0 = Ewma(prior.ttft_ms, alpha)
         self.tpot = Ewma(prior.tpot_ms, alpha)
         self.output_tokens = Ewma(64.0, alpha)
+        self.prompt_tokens = Ewma(50.0, alpha)
         # log(observed / predicted) of ttft and e2e: their spread gives the quantile uplift
         self.ttft_err = Ewma(0.0, alpha, initial_var=0.05)
         self.e2e_err = Ewma(0.0, alpha, initial_var=0.05)
@@ -96,8 +101,10 @@ class LatencyModel:
         return self._models[model]
 
     def mean_service_ms(self, model: str) -> float:
+        """One request's mean time on a slot: first token after the mean prompt, then the mean output."""
         st = self._state(model)
-        return st.ttft0.mean + st.tpot.mean * st.output_tokens.mean
+        prefill = st.card.latency_prior.prefill_ms_per_token * st.prompt_tokens.mean
+        return st.ttft0.mean + prefill + st.tpot.mean * st.output_tokens.mean
 
     def wait_ms(self, model: str, ahead: int) -> float:
         """Expected queueing delay when ``ahead`` requests are already in flight or queued."""
@@ -114,13 +121,16 @@ class LatencyModel:
     def predict(self, model: str, prompt_tokens: int, max_tokens: int,
                 load: ModelLoad | None = None) -> LatencyEstimate:
         st = self._state(model)
-        ahead = 0 if load is None else load.in_flight + load.queued
+        ahead = 0 if load is None else load.ahead
         wait = self.wait_ms(model, ahead)
         prefill = st.ttft0.mean + st.card.latency_prior.prefill_ms_per_token * prompt_tokens
+        # before its first own observation, the replicas' live decode speed beats the pool's prior
+        reported = None if load is None else load.tpot_ms
+        tpot = reported if st.tpot.count == 0 and reported is not None else st.tpot.mean
         # budget against the whole allowance: generation may run to max_tokens
         out = float(max_tokens)
         ttft_mean = wait + prefill
-        e2e_mean = ttft_mean + st.tpot.mean * out
+        e2e_mean = ttft_mean + tpot * out
         ttft_q = ttft_mean * math.exp(st.ttft_err.mean + self._z * st.ttft_err.std)
         e2e_q = e2e_mean * math.exp(st.e2e_err.mean + self._z * st.e2e_err.std)
         return LatencyEstimate(ttft_ms=ttft_q, e2e_ms=e2e_q, wait_ms=wait,
@@ -143,6 +153,7 @@ class LatencyModel:
         if obs.output_tokens > 1:
             st.tpot.update(max(0.0, (obs.e2e_ms - obs.ttft_ms) / (obs.output_tokens - 1)))
         st.output_tokens.update(float(obs.output_tokens))
+        st.prompt_tokens.update(float(obs.prompt_tokens))
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         """Current estimates per model, for metrics and debugging."""
@@ -151,6 +162,7 @@ class LatencyModel:
                 "ttft0_ms": st.ttft0.mean,
                 "tpot_ms": st.tpot.mean,
                 "output_tokens": st.output_tokens.mean,
+                "prompt_tokens": st.prompt_tokens.mean,
                 "observations": float(st.tpot.count),
             }
             for name, st in self._models.items()

@@ -8,7 +8,10 @@ for strict requests that no model can serve within budget.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
+
+from router import spread
 from router.errors import (
     BudgetInfeasibleError,
     ContextLengthError,
@@ -46,13 +49,20 @@ def merge_budget(request: Budget | None, defaults: Budget) -> Budget:
 
 
 class Router:
-    """Picks, for each request, the cheapest model predicted to meet its budgets."""
+    """Picks, for each request, the cheapest model predicted to meet its budgets; among models
+    near-equal in cost, one drawn by ``draw`` (uniform in [0, 1); ``router.spread``), so that
+    replicas routing on one view do not herd."""
 
-    def __init__(self, cards: Sequence[ModelCard], latency: LatencyModel) -> None:
+    def __init__(self, cards: Sequence[ModelCard], latency: LatencyModel, *,
+                 draw: Callable[[], float] | None = None, near_equal: float | None = spread.TOLERANCE) -> None:
+        """``near_equal``: the relative cost difference within which models are drawn among; None
+        always takes the first by (cost, -quality, latency, name)."""
         if not cards:
             raise ValueError("a router needs at least one model")
         self._cards = {card.name: card for card in cards}
         self.latency = latency
+        self._draw = draw if draw is not None else random.Random().random
+        self.near_equal = near_equal
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -82,6 +92,7 @@ class Router:
             fits_quality=b.min_quality is None or quality >= b.min_quality,
             fits_cost=b.max_cost_usd is None or cost <= b.max_cost_usd,
             fits_context=req.prompt_tokens + 1 <= card.context_length,
+            wait_ms=lat.wait_ms,
         )
 
     def decide(self, req: RouteRequest, loads: Mapping[str, ModelLoad],
@@ -133,9 +144,13 @@ class Router:
             )
         feasible = [p for p in fitting if p.feasible]
         if feasible:
-            best = min(feasible, key=lambda p: (p.cost_usd, -p.quality, p.latency_ms, p.model))
+            equal = spread.near_equal(feasible, self.near_equal or 0.0)
+            if self.near_equal is None:
+                equal = equal[:1]
+            best = spread.pick(equal, self._draw()) if len(equal) > 1 else equal[0]
             why = (f"cheapest of {len(feasible)} model(s) meeting every budget "
-                   f"({_describe_budget(req.budget)}){_describe_needs(req)}{_describe_quality(req)}")
+                   f"({_describe_budget(req.budget)}){_describe_needs(req)}{_describe_quality(req)}"
+                   f"{_describe_draw(equal)}")
             return Decision(model=best.model, reason=RouteReason.CHEAPEST_FEASIBLE, explanation=why,
                             prediction=best, budget_met=True, candidates=preds)
         unmet = _unmet(fitting, req.budget)
@@ -252,6 +267,12 @@ def _describe_needs(req: RouteRequest) -> str:
 
 def _describe_quality(req: RouteRequest) -> str:
     return f"; quality is each model's measured accuracy on {req.quality_class} requests" if req.quality_class else ""
+
+
+def _describe_draw(equal: Sequence[Prediction]) -> str:
+    if len(equal) < 2:
+        return ""
+    return f"; drawn among {', '.join(p.model for p in equal)} (near-equal in cost)"
 
 
 def _describe_budget(b: Budget) -> str:

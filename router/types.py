@@ -68,11 +68,28 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class ModelLoad:
-    """Live load on one model, as the serving layer sees it now."""
+    """Live load on one model, as the serving layer sees it now.
+
+    Two views of one queue. ``in_flight``: the requests the gateway has admitted to the model and
+    not finished, on every ingress replica (including those still on their way to a replica).
+    ``running`` and ``queued``: what the model's replicas last reported their engines doing, summed
+    over replicas (including requests that did not come through the gateway); ``age_s`` is how old
+    the oldest report is, None when no replica has reported. ``ttft_ms`` and ``tpot_ms`` are the
+    replicas' recent time to first token (their queue included) and time per output token.
+    """
 
     in_flight: int = 0
     queued: int = 0
     healthy: bool = True
+    running: int = 0
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    age_s: float | None = None
+
+    @property
+    def ahead(self) -> int:
+        """Requests a new one would find on the model: the larger of the two views."""
+        return max(self.in_flight, self.running + self.queued)
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,7 @@ class Prediction:
     fits_quality: bool
     fits_cost: bool
     fits_context: bool = True
+    wait_ms: float = 0.0  # the expected queueing delay behind the requests already on the model
 
     @property
     def feasible(self) -> bool:

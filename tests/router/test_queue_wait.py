@@ -1,0 +1,108 @@
+"""Overload sheds early: admission bounds the predicted queueing delay, and the latency model reads the
+replicas' reported load (pure unit tests on hand-built cards)."""
+
+from __future__ import annotations
+
+import pytest
+
+from router import Budget, LatencyModel, LatencyPrior, ModelCard, ModelLoad, Observation, Price, RouteRequest, Router
+from router.admission import WaitBound, admission_order, wait_bound, within_wait
+from router.errors import OverloadedError
+
+
+def card(name, price, ttft=100.0, tpot=10.0, prefill=1.0):
+    return ModelCard(name=name, price=Price(price, price), prior_quality=0.5, context_length=4096,
+                     latency_prior=LatencyPrior(ttft, tpot, prefill))
+
+
+CARDS = [card("small", 0.1), card("large", 1.0, tpot=20.0)]
+
+
+def router():
+    return Router(CARDS, LatencyModel(CARDS, quantile=0.5), near_equal=None)
+
+
+def req(budget=Budget()):
+    return RouteRequest(prompt="p", prompt_tokens=20, max_tokens=50, budget=budget)
+
+
+# ----------------------------------------------------------------------------- the load it reads
+def test_reported_engine_load_counts_when_the_gateway_saw_less():
+    lm = LatencyModel(CARDS, quantile=0.5)
+    service = lm.mean_service_ms("small")
+    assert lm.predict("small", 20, 50, ModelLoad()).wait_ms == 0
+    # requests that did not come through this gateway: only the replica's engine knows them
+    assert lm.predict("small", 20, 50, ModelLoad(running=1, queued=2)).wait_ms == pytest.approx(3 * service)
+    # requests still on their way to the replica: only the gateway's leases know them
+    assert lm.predict("small", 20, 50, ModelLoad(in_flight=4, running=1)).wait_ms == pytest.approx(4 * service)
+    assert ModelLoad(in_flight=2, running=1, queued=3).ahead == 4
+
+
+def test_mean_service_time_includes_the_mean_prompt_prefill():
+    lm = LatencyModel(CARDS, quantile=0.5)
+    for _ in range(40):  # long prompts: 400 tokens at 1 ms each
+        lm.observe("small", Observation(prompt_tokens=400, output_tokens=10, ttft_ms=500, e2e_ms=590))
+    snap = lm.snapshot()["small"]
+    assert snap["prompt_tokens"] == pytest.approx(400, rel=0.01)
+    assert lm.mean_service_ms("small") == pytest.approx(snap["ttft0_ms"] + 400 * 1.0 + snap["tpot_ms"] * 10, rel=0.02)
+
+
+def test_reported_tpot_stands_in_for_the_prior_until_own_observations():
+    lm = LatencyModel(CARDS, quantile=0.5)
+    prior = lm.predict("small", 20, 50).e2e_ms
+    reported = lm.predict("small", 20, 50, ModelLoad(tpot_ms=30.0)).e2e_ms
+    assert reported == pytest.approx(prior + 50 * (30.0 - 10.0))
+    lm.observe("small", Observation(prompt_tokens=20, output_tokens=11, ttft_ms=120, e2e_ms=220))
+    own = lm.predict("small", 20, 50).e2e_ms
+    assert lm.predict("small", 20, 50, ModelLoad(tpot_ms=30.0)).e2e_ms == pytest.approx(own)
+
+
+# ----------------------------------------------------------------------------- the wait bound
+def test_the_bound_is_the_tighter_limit_and_says_which():
+    assert wait_bound(Budget(), None) is None
+    assert wait_bound(Budget(max_latency_ms=5000), None) == WaitBound(5000, "its latency budget")
+    assert wait_bound(Budget(max_latency_ms=5000), 2000) == WaitBound(2000, "the pool's maximum queue wait")
+    assert wait_bound(Budget(), 2000).ms == 2000
+
+
+def test_a_request_that_would_wait_too_long_everywhere_is_shed_at_once():
+    r = router()
+    loads = {"small": ModelLoad(in_flight=10), "large": ModelLoad(in_flight=10)}
+    d = r.decide(req(), loads, {})
+    order = admission_order(d)
+    waits = {c.model: c.wait_ms for c in d.candidates}
+    assert set(order) == {"small", "large"} and min(waits.values()) > 3000
+    with pytest.raises(OverloadedError) as exc:
+        within_wait(d, order, WaitBound(3000, "the pool's maximum queue wait"))
+    err = exc.value
+    assert err.code == "queue_wait_exceeded"
+    assert err.retry_after_s == pytest.approx((min(waits.values()) - 3000) / 1000)
+    assert "maximum queue wait (3s)" in err.message
+
+
+def test_the_shed_decision_moves_to_a_model_within_the_bound():
+    r = router()
+    loads = {"small": ModelLoad(running=1, queued=9)}  # small's queue is long, large is idle
+    d = r.decide(req(Budget(max_latency_ms=60000)), loads, {})
+    assert d.model == "small"  # still the cheapest meeting the (loose) budget
+    assert within_wait(d, admission_order(d), WaitBound(2000, "the pool's maximum queue wait")) == ("large",)
+    assert within_wait(d, admission_order(d), None) == admission_order(d)
+
+
+def test_the_latency_budget_bounds_the_wait_of_a_best_effort_request():
+    r = router()
+    loads = {"small": ModelLoad(in_flight=6)}
+    d = r.decide(RouteRequest(prompt="p", prompt_tokens=20, max_tokens=50, budget=Budget(max_latency_ms=400),
+                              pinned_model="small"), loads, {})
+    assert not d.budget_met and d.prediction.wait_ms > 400
+    with pytest.raises(OverloadedError, match="longer than its latency budget"):
+        within_wait(d, admission_order(d), wait_bound(Budget(max_latency_ms=400), None))
+
+
+def test_retry_after_is_at_least_a_second():
+    r = router()
+    d = r.decide(req(), {"small": ModelLoad(in_flight=1), "large": ModelLoad(in_flight=1)}, {})
+    smallest = min(c.wait_ms for c in d.candidates)
+    with pytest.raises(OverloadedError) as exc:
+        within_wait(d, admission_order(d), WaitBound(smallest - 10, "its latency budget"))
+    assert exc.value.retry_after_s == 1.0
