@@ -18,6 +18,7 @@ from serve.config import ModelConfig, PoolConfig, load_pool, parse_pool, resolve
 from serve.data import POOLS_DIR
 from serve.ingress import Ingress
 from serve.model_server import ModelServer
+from serve.state import store_name
 from serve.telemetry.service import Telemetry
 
 
@@ -35,9 +36,14 @@ def pool_from_args(args: dict[str, Any]) -> PoolConfig:
     raise ConfigError("application args need exactly one of 'pool' (a path) or 'pool_config' (a mapping)")
 
 
-def model_options(m: ModelConfig, ingress_replicas: int = 1) -> dict[str, Any]:
-    """Ray Serve options of a model deployment. Ray bounds ``max_queued_requests`` per caller, and
-    each ingress replica is a caller: the pool's queue is split between them."""
+def model_options(m: ModelConfig, callers: int = 1) -> dict[str, Any]:
+    """Ray Serve options of a model deployment.
+
+    Ray bounds ``max_queued_requests`` per caller, and each ingress replica is a caller. With a
+    shared state store the ingress replicas' leases already bound the pool's total in flight, so
+    each caller may use the whole queue (``callers=1``); with per-replica (memory) state the
+    queue is split between the replicas.
+    """
     actor: dict[str, Any] = {"num_cpus": m.resources.num_cpus, "num_gpus": m.resources.num_gpus}
     if m.resources.memory_gb:
         actor["memory"] = int(m.resources.memory_gb * 1024**3)
@@ -48,7 +54,7 @@ def model_options(m: ModelConfig, ingress_replicas: int = 1) -> dict[str, Any]:
         "num_replicas": m.replicas,
         "max_ongoing_requests": m.max_ongoing_requests,
         "max_queued_requests": m.max_queued_requests if m.max_queued_requests < 0
-        else max(1, -(-m.max_queued_requests // ingress_replicas)),
+        else max(1, -(-m.max_queued_requests // callers)),
         "ray_actor_options": actor,
         "health_check_period_s": 5,
         "graceful_shutdown_timeout_s": 10,
@@ -65,7 +71,9 @@ def gateway_actor_options(pool: PoolConfig) -> dict[str, Any]:
 
 def build_app(args: dict[str, Any]) -> Application:
     pool = pool_from_args(args)
-    models = {m.name: ModelServer.options(**model_options(m, pool.ingress_replicas)).bind(m.model_dump(mode="json")) for m in pool.models}
+    callers = pool.ingress_replicas if store_name(pool) == "memory" else 1
+    models = {m.name: ModelServer.options(**model_options(m, callers)).bind(m.model_dump(mode="json"))
+              for m in pool.models}
     own = gateway_actor_options(pool)
     telemetry = Telemetry.options(name="telemetry", ray_actor_options=own).bind(pool.monitoring.model_dump(mode="json"))
     ingress = Ingress.options(name="ingress", num_replicas=pool.ingress_replicas,

@@ -7,9 +7,8 @@ each request, and shapes the answer. Errors become OpenAI error objects here and
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,18 +18,19 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router.admission import Priority
-from router.errors import ConfigError, InvalidRequestError, RequestTooLargeError, TiergateError
+from router.errors import ConfigError, InvalidRequestError, TiergateError
 from router.quality import PriorQuality, QualityPredictor
 from serve.api import responses as R
+from serve.api.body import read_json
 from serve.api.errors import HttpError, from_exception
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest, error_body
 from serve.auth import ANONYMOUS, ApiKey, Authenticator, load_keys
 from serve.clients import HandleClient, ModelClient
 from serve.config import PoolConfig
 from serve.engines.base import Chunk
-from serve.api.requests import estimate_tokens, routing_text
+from serve.api.requests import routing_text
 from serve.gateway import Call, Gateway
-from serve.quotas import NO_TICKET, Quotas, Ticket
+from serve.quotas import NO_TICKET, Quotas, Ticket, reservation
 from serve.shadow import OutputChecks
 from serve.state import StateStore, build_store
 from serve.telemetry.link import TelemetryLink
@@ -76,34 +76,6 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return JSONResponse(error_body(str(exc.detail), kind, None, str(exc.status_code)), status_code=exc.status_code)
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON, bounded in size; malformed input is a 4xx, never a 500."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLargeError(f"request body is {declared} bytes; the limit is {limit}", code="body_too_large")
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise RequestTooLargeError(f"request body exceeds the {limit}-byte limit", code="body_too_large")
-    if not body:
-        raise InvalidRequestError("request body is empty; expected a JSON object", code="invalid_json")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InvalidRequestError(f"request body is not valid UTF-8 (byte {err.start})", code="invalid_utf8") from None
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise InvalidRequestError("request body is nested too deeply", code="invalid_json") from None
-    except json.JSONDecodeError as err:
-        raise InvalidRequestError(f"request body is not valid JSON: {err.msg} at line {err.lineno} "
-                                  f"column {err.colno}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("request body must be a JSON object", code="invalid_json")
-    return data
-
-
 class IngressCore:
     """Everything the ingress does, without the Ray decorator (so it can run in-process)."""
 
@@ -127,12 +99,12 @@ class IngressCore:
         self.quotas = Quotas(self.store, fail_open=pool.state.on_unavailable == "open")
         self._tasks: list[asyncio.Task[None]] = []
         self._charges: set[asyncio.Task[None]] = set()
+        self.store_ready = False
 
     def start_background(self) -> None:
         loop = asyncio.get_event_loop()
-        self._tasks = [loop.create_task(self._flush_loop()), loop.create_task(self._health_loop())]
-        if self.store.name != "memory":  # other replicas change the shared counts too
-            self._tasks.append(loop.create_task(self._load_loop()))
+        self._tasks = [loop.create_task(self._flush_loop()), loop.create_task(self._health_loop()),
+                       loop.create_task(self._load_loop())]
 
     # ------------------------------------------------------------------ telemetry plumbing
     def _gauges(self) -> dict[str, Any]:
@@ -163,7 +135,15 @@ class IngressCore:
         return dict(results)
 
     async def _load_loop(self) -> None:
-        while True:
+        """Start the store (until it answers: /health says loading till then), then poll the shared counts."""
+        while not self.store_ready:
+            try:
+                await self.store.start()
+                self.store_ready = True
+            except Exception as err:  # noqa: BLE001 - retried; /health reports it
+                log.warning("state store %s not ready: %s", self.store.name, err)
+                await asyncio.sleep(1.0)
+        while self.store.name != "memory":  # other replicas change the shared counts too
             await asyncio.sleep(self.load_interval_s)
             try:
                 await self.gateway.slots.refresh()
@@ -200,8 +180,8 @@ class IngressCore:
             data = await read_json(request, self.pool.limits.max_body_bytes)
             body: Any = model.model_validate(data)
             self.tracer.name_request(span, endpoint=endpoint, requested_model=body.model, stream=body.stream)
-            size = estimate_tokens(routing_text(body)) + (body.requested_max_tokens()
-                                                          or self.pool.limits.default_max_tokens)
+            size = reservation(routing_text(body), len(getattr(body, "messages", ())),
+                               body.requested_max_tokens() or self.pool.limits.default_max_tokens)
             ticket = await self.quotas.admit(key, size)
             with self.tracer.routing_span(span) as route_span:
                 call = await self.gateway.route(endpoint, body, request.headers, allowed_models=key.allowed_models(),
@@ -328,12 +308,20 @@ class IngressCore:
                          "capabilities": list(m.capabilities)})
         return {"object": "list", "data": data}
 
+    def load(self) -> dict[str, Any]:
+        """This replica's view of each model's load (shared counts when the store is shared)."""
+        loads = self.gateway.loads()
+        return {"replica": self.link.replica, "store": self.store.name, "models": {
+            m: {"in_flight": loads[m].in_flight, "capacity": self.gateway.capacity[m].total,
+                "healthy": loads[m].healthy} for m in loads}}
+
     async def health(self) -> JSONResponse:
         models = await self.model_health()
         for name, h in models.items():  # the router sees what /health just said
             self.gateway.healthy[name] = bool(h["ready"])
-        ready = all(h["ready"] for h in models.values())
-        return JSONResponse({"status": "ready" if ready else "loading", "models": models},
+        ready = all(h["ready"] for h in models.values()) and self.store_ready
+        return JSONResponse({"status": "ready" if ready else "loading", "models": models,
+                             "state_store": {"name": self.store.name, "ready": self.store_ready}},
                             status_code=200 if ready else 503)
 
     async def metrics(self) -> Response:
@@ -374,13 +362,21 @@ class Ingress:
     async def completions(self, request: Request) -> Response:
         return await self.core.handle("completions", request, CompletionRequest)
 
-    @app.get("/v1/models")
-    async def list_models(self, request: Request) -> Response:
+    def _keyed(self, request: Request, answer: Callable[[], Any]) -> Response:
+        """A read-only endpoint for any valid key."""
         try:
             self.core.auth.authenticate(request.headers)
         except TiergateError as err:
             return _error_response(from_exception(err))
-        return JSONResponse(self.core.models())
+        return JSONResponse(answer())
+
+    @app.get("/v1/models")
+    async def list_models(self, request: Request) -> Response:
+        return self._keyed(request, self.core.models)
+
+    @app.get("/v1/tiergate/load")
+    async def load(self, request: Request) -> Response:
+        return self._keyed(request, self.core.load)
 
     @app.get("/health")
     async def health(self) -> JSONResponse:

@@ -22,6 +22,14 @@ log = logging.getLogger("tiergate.quotas")
 PERIODS = {"minute": 60, "day": 86_400}
 
 
+def reservation(prompt_text: str, messages: int, max_tokens: int) -> int:
+    """The tokens a request reserves at admission: a deliberate overestimate (half the prompt's
+    UTF-8 bytes, where a typical token is about four, plus a chat template's per-message and
+    system-prompt tokens), so that concurrent requests cannot pass a quota on estimates that are
+    too low; what is not used is given back when the request ends."""
+    return len(prompt_text.encode("utf-8")) // 2 + 16 * max(1, messages) + 64 + max_tokens
+
+
 @dataclass(frozen=True)
 class Ticket:
     """What admission charged a key's token windows, to settle when the request ends."""

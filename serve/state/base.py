@@ -96,6 +96,9 @@ class StateStore(abc.ABC):
         """The counters' values (0 for one never written or expired)."""
 
     # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:  # noqa: B027 - optional
+        """Connect, or start the store's process, before the first request needs it."""
+
     async def ping(self) -> bool:
         return True
 

@@ -49,6 +49,16 @@ class RayActorStore(StateStore):
                                       max_task_retries=0).remote()
         return self._actor
 
+    async def start(self, timeout_s: float = 120.0) -> None:
+        """Find or start the actor and wait until it answers (a new worker process takes seconds)."""
+        from ray.exceptions import RayError
+
+        try:
+            await asyncio.wait_for(self._handle().call.remote("held", ()), timeout_s)
+        except (RayError, asyncio.TimeoutError) as err:
+            raise StoreUnavailableError(f"state actor {self.actor_name!r} did not start: {type(err).__name__}: "
+                                        f"{err}", code="state_store_unavailable") from None
+
     async def _call(self, method: str, *args: Any) -> Any:
         from ray.exceptions import RayError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from serve.state.base import Charge, Refusal, StateStore, StoreUnavailableError
 from serve.state.windows import Windows
