@@ -2,7 +2,9 @@
 calibration of the quality predictor, as plain classes the gateway calls off the request path.
 
 * Output health on all traffic: ``tiergate_output_health_total{model,condition}`` with
-  condition ok | empty | refused | truncated, and the answers' mean token logprob.
+  condition ok | empty | refused | truncated, and the answers' mean token logprob; answers that had
+  to be JSON or a tool call by whether they parse and validate,
+  ``tiergate_structured_outputs_total{model,format,result}`` (``serve/telemetry/structured.py``).
 * Shadow comparison on a capped sample: the same request re-asked of the strongest model;
   ``tiergate_shadow_requests_total{model,route_class,outcome}`` (agree | disagree | error |
   rate_capped | cost_capped | busy), and calibration counters by predicted-quality bin so that
@@ -210,6 +212,9 @@ class BrittlenessMonitor:
         r = registry
         self.health = Counter("tiergate_output_health", "Answers by output-health condition (ok, empty, "
                               "refused, truncated).", ["model", "condition"], registry=r)
+        self.structured = Counter("tiergate_structured_outputs", "Answers that had to be JSON or a tool call, by "
+                                  "format (json, tool_call) and result (valid, unparsable, schema_invalid).",
+                                  ["model", "format", "result"], registry=r)
         self.logprob = Histogram("tiergate_output_mean_logprob", "Mean token logprob of answers.",
                                  ["model"], buckets=LOGPROB_BUCKETS, registry=r)
         self.shadow = Counter("tiergate_shadow_requests", "Shadow comparisons with the strongest model, by "
@@ -234,6 +239,8 @@ class BrittlenessMonitor:
         if not rec.model or rec.status >= 400:
             return
         self.health.labels(rec.model, health_condition(rec)).inc()
+        if rec.structured_output:
+            self.structured.labels(rec.model, rec.output_format, rec.structured_output).inc()
         if rec.mean_logprob is not None:
             self.logprob.labels(rec.model).observe(rec.mean_logprob)
 

@@ -36,6 +36,8 @@ class RequestRecord:
     mean_logprob: float | None = None
     empty_output: bool = False
     refused: bool = False
+    structured_output: str = ""  # serve.telemetry.structured: valid | unparsable | schema_invalid | "" (not judged)
+    output_format: str = ""  # what the answer had to be: json | tool_call | "" (free text)
     decision_s: float | None = None
     failovers: tuple[str, ...] = ()  # models that failed before this one answered
     prompt_embedding: tuple[float, ...] = field(default=(), repr=False)

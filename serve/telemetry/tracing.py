@@ -13,11 +13,17 @@ No global provider is installed.
 model}"`` (``gen_ai.request.model`` = what the caller asked, ``gen_ai.response.model`` = what
 answered, ``gen_ai.usage.*`` tokens, ``gen_ai.response.finish_reasons``), parented on the
 caller's W3C ``traceparent`` when present, and a child span ``route`` for the routing decision
-(reason, explanation and the router's predictions per candidate).
+(reason, explanation and the router's predictions per candidate). What the answer had to be is on
+the request span too (:func:`output_attributes`): ``gen_ai.output.type`` (``json`` for a JSON
+response format, else ``text``), ``gen_ai.tool.definitions`` (each tool's type and name; the
+descriptions and schemas, which may be large, are left out), ``tiergate.request.response_format``,
+``tiergate.request.tool_choice``, and the calls that came back (``tiergate.response.tool_calls``,
+their function names, and ``tiergate.response.tool_call_ids``; never their arguments).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,6 +43,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from router.errors import ConfigError
 from router.types import Decision
+from serve.engines.base import GenerationRequest, ToolCall
 
 EXPORTER_GROUP = "opentelemetry_traces_exporter"
 PROVIDER_NAME = "tiergate"
@@ -156,8 +163,12 @@ class GatewayTracer:
 
     def finish_request(self, span: Span, *, response_model: str | None, input_tokens: int | None = None,
                        output_tokens: int | None = None, finish_reasons: Sequence[str] = (),
-                       response_id: str | None = None, error: BaseException | str | None = None) -> None:
-        """Set the response attributes and end the span; ``error`` marks it failed."""
+                       response_id: str | None = None, error: BaseException | str | None = None,
+                       generation: GenerationRequest | None = None, tool_calls: Sequence[ToolCall] = ()) -> None:
+        """Set the response attributes and end the span; ``error`` marks it failed. ``generation`` (the
+        request as the engine got it) and ``tool_calls`` add :func:`output_attributes`."""
+        if generation is not None:
+            span.set_attributes(output_attributes(generation, tool_calls))
         if response_model:
             span.set_attribute(gen_ai.GEN_AI_RESPONSE_MODEL, response_model)
         if input_tokens is not None:
@@ -180,6 +191,23 @@ class GatewayTracer:
     def shutdown(self) -> None:
         if self.provider is not None:
             self.provider.shutdown()
+
+
+def output_attributes(gen: GenerationRequest, tool_calls: Sequence[ToolCall] = ()) -> dict[str, object]:
+    """GenAI attributes of what the answer had to be (response format, tools) and the calls it made."""
+    rf, tools = gen.response_format, gen.tools
+    json_out = rf is not None and rf.type in ("json_object", "json_schema")
+    attrs: dict[str, object] = {gen_ai.GEN_AI_OUTPUT_TYPE: "json" if json_out else "text"}
+    if rf is not None:
+        attrs["tiergate.request.response_format"] = rf.type
+    if tools is not None:
+        attrs[gen_ai.GEN_AI_TOOL_DEFINITIONS] = json.dumps([{"type": "function", "name": s.name} for s in tools.specs])
+        choice = f"function:{tools.function}" if tools.choice == "function" else tools.choice
+        attrs["tiergate.request.tool_choice"] = choice
+    if tool_calls:
+        attrs["tiergate.response.tool_calls"] = [c.name for c in tool_calls]
+        attrs["tiergate.response.tool_call_ids"] = [c.id for c in tool_calls]
+    return attrs
 
 
 def set_decision(span: Span, decision: Decision) -> None:
