@@ -44,12 +44,12 @@ from serve.api.schemas import ChatCompletionRequest, CompletionRequest
 from serve.clients import ModelClient
 from serve.config import PoolConfig
 from serve.deadline import Deadline
-from serve.engines.base import Chunk, GenerationRequest
+from serve.engines.base import Chunk, GenerationRequest, ToolCall
 from serve.quality_batcher import QualityBatcher
 from serve.slots import Slots
 from serve.state import MemoryStore, StateStore
-from serve.telemetry.brittleness import looks_refused
 from serve.telemetry.records import RequestRecord
+from serve.telemetry.structured import output_checks
 
 RecordSink = Callable[[RequestRecord], None]
 
@@ -90,6 +90,7 @@ class Call:
     logprob_sum: float = 0.0
     logprob_n: int = 0
     text_parts: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
     status: int = 200
     error_type: str = ""
 
@@ -265,7 +266,7 @@ class Gateway:
             call.cascade_cost_usd = self.router.card(cheap).price.cost(call.prompt_tokens, call.completion_tokens)
         call.decision = escalated(call.decision, call.cascade_confidence, failed=not chunks)
         call.ttft_s, call.prompt_tokens, call.completion_tokens = None, 0, 0
-        call.text_parts, call.logprob_sum, call.logprob_n, call.finish_reason = [], 0.0, 0, ""
+        call.text_parts, call.tool_calls, call.logprob_sum, call.logprob_n, call.finish_reason = [], [], 0.0, 0, ""
         return None
 
     def _next_model(self, call: Call, failed: str) -> Decision | None:
@@ -332,6 +333,7 @@ class Gateway:
         call.completion_tokens = max(call.completion_tokens, chunk.completion_tokens)
         if chunk.text:
             call.text_parts.append(chunk.text)
+        call.tool_calls.extend(chunk.tool_calls)
         for lp in chunk.logprobs:
             call.logprob_sum += lp.logprob
             call.logprob_n += 1
@@ -376,8 +378,8 @@ class Gateway:
             predicted_latency_ms=call.decision.prediction.latency_ms,
             budget_latency_met=outcome.latency, budget_quality_met=outcome.quality,
             budget_cost_met=outcome.cost, finish_reason=call.finish_reason,
-            mean_logprob=self.mean_logprob(call), empty_output=call.status == 200 and not call.text.strip(),
-            refused=call.status == 200 and looks_refused(call.text),
+            mean_logprob=self.mean_logprob(call),
+            **output_checks(call.generation, call.text, call.tool_calls, answered=call.status == 200),
             decision_s=call.decision_s, key_name=call.key_name, failovers=tuple(call.failovers),
             prompt_text=call.route_request.prompt if self._send_text and call.route_request else None,
         )
