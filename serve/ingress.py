@@ -230,7 +230,8 @@ class IngressCore:
         """After the answer: end the trace, schedule brittleness checks, charge the key's tokens."""
         self.tracer.finish_request(span, response_model=call.model, input_tokens=call.prompt_tokens,
                                    output_tokens=call.completion_tokens, finish_reasons=[call.finish_reason],
-                                   response_id=call.request_id, error=error)
+                                   response_id=call.request_id, error=error, generation=call.generation,
+                                   tool_calls=call.tool_calls)
         if error is None:
             self.checks.schedule(call)
         await self._settle(ticket, call.prompt_tokens + call.completion_tokens)
