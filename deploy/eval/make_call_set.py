@@ -11,7 +11,8 @@ Hand-written prompts of the two request classes products send besides chat, scor
 
 Every line is ``{"id", "task", "prompt", "kind", "answer", ...}``, the labelled-set format, plus
 what the request needs (``tools`` or ``response_format``). Every gold value is stated in the prompt
-in the form the schema asks for (or named in ``accept`` when two spellings are equally right), so a
+in the form the schema asks for (or named in ``accept`` when two spellings are equally right: the
+singular unit names were added there after the first run, which scored ``kilogram``/``pound`` wrong), so a
 correct answer is decided by comparison alone.
 
     python deploy/eval/make_call_set.py   # rewrites deploy/eval/calls-labelled.jsonl
@@ -106,10 +107,11 @@ TOOL_ITEMS: list[tuple[str, str, str, dict[str, Any], tuple[str, str], dict[str,
     ("translate", "How do you say 'thank you very much' in German? Use the translation tool.", "translate",
      {"text": "thank you very much", "target_language": "German"}, ("weather", "todo"), {}),
     ("units", "Convert 5 miles to kilometers.", "units",
-     {"value": 5, "from_unit": "miles", "to_unit": "kilometers"}, ("currency", "timer"), {}),
+     {"value": 5, "from_unit": "miles", "to_unit": "kilometers"}, ("currency", "timer"),
+     {"from_unit": ["mile", "mi"], "to_unit": ["kilometer", "km"]}),
     ("units", "How many pounds is 70 kilograms?", "units",
      {"value": 70, "from_unit": "kilograms", "to_unit": "pounds"}, ("stock", "weather"),
-     {"from_unit": ["kg"], "to_unit": ["lb", "lbs"]}),
+     {"from_unit": ["kilogram", "kg"], "to_unit": ["pound", "lb", "lbs"]}),
     ("todo", "Add 'buy milk' to my to-do list with low priority.", "todo",
      {"task": "buy milk", "priority": "low"}, ("timer", "email"), {}),
     ("todo", "Remind me to renew my passport, it's high priority. Put it on the to-do list.", "todo",

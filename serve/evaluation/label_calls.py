@@ -12,7 +12,7 @@ request schema and turned into an engine request by the gateway's own code, then
 process by the model's engine (no Ray, no HTTP). A model without the capability an item's class
 needs (``tools`` for tool calls, ``json_schema`` for extraction) is not asked; its figure for that
 class is ``n/a``. Results are appended to ``OUT.<model>.partial`` as they come, so a stopped run
-resumes. ``--profile`` stores each class's correct rate per model in that quality profile's
+resumes; ``--rescore`` scores the answers recorded in ``OUT`` again, after a correction of the set's gold. ``--profile`` stores each class's correct rate per model in that quality profile's
 ``classes``, which the gateway then predicts for every request of the class.
 """
 
@@ -49,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", default="", help="comma-separated subset of the pool's models")
     p.add_argument("--markdown", default="", help="write the figures table here")
     p.add_argument("--profile", default="", help="store the class accuracies in this quality profile")
+    p.add_argument("--rescore", action="store_true",
+                   help="generate nothing: score the answers recorded in --out again against the set's current "
+                        "gold (after a correction of the set), and rewrite it")
     p.set_defaults(func=run)
 
 
@@ -105,6 +108,21 @@ async def label_model(model: ModelConfig, items: list[dict[str, Any]], partial: 
         async with loading:
             await engine.stop()
     return done
+
+
+def rescore(items: list[dict[str, Any]], recs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The answers in earlier records, scored again against ``items``' gold: model -> id -> result."""
+    by_id = {it["id"]: it for it in items}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for rec in recs:
+        for model, ans in rec["answers"].items():
+            if rec["id"] not in by_id:
+                continue
+            score = score_answer(by_id[rec["id"]], ans["content"] or "", ans["tool_calls"])
+            out.setdefault(model, {})[rec["id"]] = {
+                "id": rec["id"], "outcome": score.outcome, "valid": score.valid, "why": score.why, **ans,
+                "tokens": rec["tokens"][model], "seconds": rec["seconds"][model]}
+    return out
 
 
 def records(items: list[dict[str, Any]], results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -175,14 +193,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.set}: kinds {bad} are not scored here; valid kinds: {', '.join(KINDS)}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    print(f"labelling {len(items)} prompts with {', '.join(m.name for m in models)}", file=sys.stderr, flush=True)
+    verb = "rescoring" if args.rescore else "labelling"
+    print(f"{verb} {len(items)} prompts with {', '.join(m.name for m in models)}", file=sys.stderr, flush=True)
 
     async def all_models() -> list[dict[str, dict[str, Any]]]:
         loading = asyncio.Lock()
         return await asyncio.gather(*(label_model(m, items, Path(f"{out}.{m.name}.partial"), loading)
                                       for m in models))
 
-    results = dict(zip((m.name for m in models), asyncio.run(all_models())))
+    if args.rescore:
+        stored = rescore(items, read_jsonl(out))
+        results = {m.name: stored.get(m.name, {}) for m in models}
+    else:
+        results = dict(zip((m.name for m in models), asyncio.run(all_models())))
     recs = records(items, results)
     out.write_text("".join(json.dumps(r) + "\n" for r in recs))
     figs = figures(recs, [m.name for m in models])

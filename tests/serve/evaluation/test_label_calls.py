@@ -54,3 +54,14 @@ def test_label_calls_scores_real_answers_and_stores_class_accuracies(tmp_path, c
     assert main(argv) == 0
     assert read_jsonl(out) == [tool, extract]
     assert {p.name: p.read_text() for p in tmp_path.glob("out.jsonl.*.partial")} == partials
+    # --rescore: the recorded answers against corrected gold, nothing generated
+    for p in tmp_path.glob("out.jsonl.*.partial"):
+        p.unlink()
+    wrong = {**items[IDS[1]], "answer": {**items[IDS[1]]["answer"], "year": 1066}}
+    subset.write_text(json.dumps(items[IDS[0]]) + "\n" + json.dumps(wrong) + "\n")
+    assert main([*argv, "--rescore"]) == 0
+    tool_again, extract_again = read_jsonl(out)
+    assert tool_again == tool and extract_again["answers"] == extract["answers"]
+    assert set(extract_again["outcomes"].values()) == {0.0} and all(extract_again["valid"].values())
+    assert len(extract_again["why"]) == 2 and all('"year": 1813' in w for w in extract_again["why"].values())
+    assert not list(tmp_path.glob("out.jsonl.*.partial"))
