@@ -2,20 +2,25 @@
 
 ``HandleClient`` calls a model deployment through its Ray Serve handle; ``EngineClient`` calls
 an engine in the same process (benchmarks' in-process baseline, and unit tests with the fake
-engine). The ingress never knows which one it has.
+engine). The ingress never knows which one it has. Each keeps a :class:`LoadView` of the
+model's replicas (``serve/replica_load.py``): fed by the reports on its streams and by ``load``.
 """
 
 from __future__ import annotations
 
 import abc
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
 from router.errors import EngineError, OverloadedError, TiergateError
-from serve.engines.base import Chunk, Engine, EngineHealth, EngineLoad, GenerationRequest
+from serve.engines.base import Chunk, Engine, EngineHealth, GenerationRequest
+from serve.replica_load import POLL_TIMEOUT_S, LoadView, ReplicaLoad, ReplicaMeter, replica_id
 
 
 class ModelClient(abc.ABC):
+    view: LoadView  # the model's replicas' latest load reports
+
     @abc.abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Generate; closing the iterator cancels the request on the model."""
@@ -24,7 +29,8 @@ class ModelClient(abc.ABC):
     async def health(self) -> EngineHealth: ...
 
     @abc.abstractmethod
-    async def load(self) -> EngineLoad: ...
+    async def load(self) -> tuple[ReplicaLoad, ...]:
+        """Every replica's load now, also taken into ``view``."""
 
 
 class EngineClient(ModelClient):
@@ -32,6 +38,8 @@ class EngineClient(ModelClient):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.view = LoadView()
+        self._meter = ReplicaMeter(engine, replica_id())
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         return self.engine.stream(request)
@@ -39,8 +47,10 @@ class EngineClient(ModelClient):
     async def health(self) -> EngineHealth:
         return await self.engine.health()
 
-    async def load(self) -> EngineLoad:
-        return self.engine.load()
+    async def load(self) -> tuple[ReplicaLoad, ...]:
+        loads = (self._meter.report(),)
+        self.view.polled(loads)
+        return loads
 
 
 def _translate(err: Exception) -> Exception | None:
@@ -70,20 +80,27 @@ class HandleClient(ModelClient):
     """A model deployment behind a Ray Serve ``DeploymentHandle``.
 
     The replica sends its chunks in batches (see ``ModelServer.generate``); they are handed on
-    one by one.
+    one by one, and the load reports some batches carry go into ``view``.
     """
 
     def __init__(self, handle: Any) -> None:
         self._handle = handle
         self._stream = handle.options(stream=True)
+        self.view = LoadView()
+        self._holders = itertools.count()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         gen = self._stream.generate.remote(request)
         finished = False
+        holder, replica = next(self._holders), None
         try:
             async for batch in gen:
-                for chunk in batch:
-                    yield chunk
+                for item in batch:
+                    if isinstance(item, ReplicaLoad):
+                        replica = item.replica
+                        self.view.report(item, holder)
+                    else:
+                        yield item
             finished = True
         except Exception as err:  # noqa: BLE001 - Ray's errors translated into tiergate's exception tree
             translated = _translate(err)
@@ -92,11 +109,18 @@ class HandleClient(ModelClient):
             finished = True  # the replica ended the stream itself
             raise translated from None
         finally:
+            if replica is not None:
+                self.view.ended(replica, holder)
             if not finished:  # the caller stopped early (client went away, deadline): cancel on the replica
                 gen.cancel()
 
     async def health(self) -> EngineHealth:
         return await self._handle.health.remote()
 
-    async def load(self) -> EngineLoad:
-        return await self._handle.load.remote()
+    async def load(self) -> tuple[ReplicaLoad, ...]:
+        """Every replica's report: one call to each (a handle call would reach one replica)."""
+        answers = await self._handle.broadcast("load").results_async(timeout_s=POLL_TIMEOUT_S,
+                                                                      return_exceptions=True)
+        loads = tuple(a for a in answers if isinstance(a, ReplicaLoad))
+        self.view.polled(loads)
+        return loads

@@ -193,6 +193,10 @@ class LimitsConfig(Frozen):
     max_tokens_limit: int = Field(default=4096, ge=1, description="upper bound on max_tokens")
     default_max_tokens: int = Field(default=128, ge=1)
     request_timeout_s: float = Field(default=120.0, gt=0)
+    max_queue_wait_ms: float | None = Field(
+        default=None, gt=0, description="a request predicted to wait longer than this for a model slot (or "
+        "longer than its own latency budget) gets 503 with Retry-After at once (code queue_wait_exceeded); "
+        "unset: only the latency budget bounds the wait")
 
 
 class AuthConfig(Frozen):

@@ -25,7 +25,7 @@ from router import (
     Router,
     merge_budget,
 )
-from router.admission import Capacity, Priority, admission_order, redirected
+from router.admission import Capacity, Priority, admission_order, redirected, wait_bound, within_wait
 from router.breaker import BreakerPolicy, CircuitBreakers
 from router.cascade import escalated, should_escalate, with_cascade
 from router.errors import (
@@ -139,8 +139,8 @@ class Gateway:
         return self.slots.in_flight
 
     # ------------------------------------------------------------------ routing
-    def loads(self) -> dict[str, ModelLoad]:
-        return {n: ModelLoad(in_flight=self.in_flight[n], healthy=self.healthy[n] and self.breakers.allows(n))
+    def loads(self) -> dict[str, ModelLoad]:  # the shared in-flight counts beside the replicas' own reports
+        return {n: self.clients[n].view.model_load(self.in_flight[n], self.healthy[n] and self.breakers.allows(n))
                 for n in self.in_flight}
 
     async def predict_quality(self, text: str) -> dict[str, float]:
@@ -178,7 +178,7 @@ class Gateway:
         generation = generation_request(req, max_tokens)
         request_id = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         decided, route_req = decide_paced(self.router, route_req, asked, self.defaults, pace, self.loads(), quality)
-        decision = await self._admit(decided, priority, request_id)  # pace: a key ahead of its spend pace
+        decision = await self._admit(decided, priority, request_id, route_req.budget)  # pace: a key ahead of its pace
         cascade = req.routing.cascade if req.routing and req.routing.cascade is not None else self.pool.routing.cascade
         if cascade:  # from the admitted model, with its own threshold
             decision = with_cascade(decision, self.cascade_thresholds)
@@ -191,13 +191,12 @@ class Gateway:
             cascade=decision.escalate_to is not None, route_class=route_class(pinned is not None, asked),
         )
 
-    async def _admit(self, decision: Decision, priority: Priority, holder: str) -> Decision:
-        """Admission control (``router.admission``): the router's choice if it has room, else the next.
-
-        The admitted model's slot is leased here in one atomic step of the shared store, so
-        concurrent requests, on this replica or another, cannot all pass before any is counted.
-        """
-        order = admission_order(decision)
+    async def _admit(self, decision: Decision, priority: Priority, holder: str, budget: Budget) -> Decision:
+        """Admission control (``router.admission``): the router's choice if it has room, else the next;
+        none whose predicted wait exceeds the budget or the pool's maximum queue wait (503 at once).
+        The admitted model's slot is leased in one atomic step of the shared store, so concurrent
+        requests, on this replica or another, cannot all pass before any is counted."""
+        order = within_wait(decision, admission_order(decision), wait_bound(budget, self.pool.limits.max_queue_wait_ms))
         chosen = await self.slots.admit(order, priority, holder, {m: self.latency.mean_service_ms(m) for m in order})
         return redirected(decision, chosen)
 

@@ -31,6 +31,7 @@ from serve.engines.base import Chunk
 from serve.api.requests import routing_text
 from serve.gateway import Call, Gateway
 from serve.quotas import NO_TICKET, Quotas, Ticket, reservation
+from serve.replica_load import poll_loads
 from serve.shadow import OutputChecks
 from serve.state import StateStore, build_store
 from serve.telemetry.link import TelemetryLink
@@ -104,7 +105,7 @@ class IngressCore:
     def start_background(self) -> None:
         loop = asyncio.get_event_loop()
         self._tasks = [loop.create_task(self._flush_loop()), loop.create_task(self._health_loop()),
-                       loop.create_task(self._load_loop())]
+                       loop.create_task(self._load_loop()), loop.create_task(poll_loads(self.gateway.clients))]
 
     # ------------------------------------------------------------------ telemetry plumbing
     def _gauges(self) -> dict[str, Any]:

@@ -1,0 +1,210 @@
+"""Each model replica's load, reported on its responses and to a periodic poll.
+
+A model replica (``ModelServer``) reports what its engine is doing as a :class:`ReplicaLoad`:
+requests running and waiting (the engine's own figures: llama.cpp's lock queue, vLLM's
+scheduler), its recent time to first token (its own queue included) and time per output token,
+stamped with the replica's id and a sequence number. The report travels two ways:
+
+- **piggybacked** on generation streams: the first batch of every stream carries one, and
+  later batches one every :data:`REPORT_EVERY_S`, as one more item of the batch;
+- **polled**: every ingress replica asks every replica of every model
+  (``DeploymentHandle.broadcast``: a handle call reaches one replica, a broadcast all of them)
+  every :data:`POLL_INTERVAL_S`.
+
+On the ingress a :class:`LoadView` per model keeps each replica's newest report (by sequence
+number) and sums them into the model's :class:`~router.types.ModelLoad`. The ingress's own
+requests are taken out of a report as soon as they end, so a request that has finished is not
+counted until the next report.
+
+**Staleness.** A replica's load reaches every ingress replica at most :data:`POLL_INTERVAL_S`
+plus one poll's round trip (at most :data:`POLL_TIMEOUT_S`) after it changes, sooner for models
+the ingress is streaming from. A replica whose report has not been renewed for
+:data:`MAX_AGE_S` (gone, or not answering) is dropped, and the model's load is then the
+gateway's own in-flight count alone. ``ModelLoad.age_s`` says how old the oldest report used is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from router.types import ModelLoad
+from serve.engines.base import Chunk, Engine
+
+if TYPE_CHECKING:
+    from serve.clients import ModelClient
+
+log = logging.getLogger("tiergate.load")
+
+POLL_INTERVAL_S = 1.0
+POLL_TIMEOUT_S = 2.0
+MAX_AGE_S = 3 * POLL_INTERVAL_S + POLL_TIMEOUT_S
+REPORT_EVERY_S = 0.5
+_ALPHA = 0.2  # weight of the newest request in the replica's TTFT/TPOT means
+
+
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """One model replica's report: what its engine is doing now."""
+
+    replica: str
+    seq: int  # the replica's own count of its reports: the newest wins
+    running: int = 0
+    waiting: int = 0
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+
+
+# ----------------------------------------------------------------------------- the replica's side
+def replica_id() -> str:
+    """This Serve replica's id; a fresh one outside Serve (in-process engines)."""
+    try:
+        from ray import serve
+
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # noqa: BLE001 - not inside a Serve replica
+        return "local-" + uuid.uuid4().hex[:8]
+
+
+class _Mean:
+    def __init__(self) -> None:
+        self.value: float | None = None
+
+    def add(self, x: float) -> None:
+        self.value = x if self.value is None else self.value + _ALPHA * (x - self.value)
+
+
+class ReplicaMeter:
+    """A model replica's reports: its engine's load, its streams' TTFT and TPOT."""
+
+    def __init__(self, engine: Engine, replica: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.engine = engine
+        self.replica = replica
+        self.clock = clock
+        self._seq = itertools.count(1)
+        self._ttft = _Mean()
+        self._tpot = _Mean()
+
+    def report(self) -> ReplicaLoad:
+        """The engine's load now; its own TTFT/TPOT when it measures them (vLLM), else this meter's."""
+        load = self.engine.load()
+        ttft_s, tpot_s = load.extra.get("ttft_s"), load.extra.get("tpot_s")
+        return ReplicaLoad(
+            replica=self.replica, seq=next(self._seq), running=load.running, waiting=load.waiting,
+            ttft_ms=ttft_s * 1000 if ttft_s is not None else self._ttft.value,
+            tpot_ms=tpot_s * 1000 if tpot_s is not None else self._tpot.value)
+
+    async def metered(self, batches: AsyncIterator[list[Chunk]]) -> AsyncIterator[list[Any]]:
+        """``batches`` with a report first in the first batch and in a later one every REPORT_EVERY_S;
+        the stream's time to first token and per output token go into the replica's means."""
+        began = self.clock()
+        first_at: float | None = None
+        last_report = None
+        tokens, last_at = 0, began
+        async for batch in batches:
+            now = self.clock()
+            for chunk in batch:
+                if first_at is None and (chunk.text or chunk.finish_reason):
+                    first_at = now
+                    self._ttft.add((now - began) * 1000)
+                tokens = max(tokens, chunk.completion_tokens)
+            last_at = now
+            if last_report is None or now - last_report >= REPORT_EVERY_S:
+                last_report = now
+                yield [self.report(), *batch]
+            else:
+                yield batch
+        if first_at is not None and tokens > 1:
+            self._tpot.add((last_at - first_at) * 1000 / (tokens - 1))
+
+
+# ----------------------------------------------------------------------------- the ingress's side
+@dataclass
+class _Replica:
+    load: ReplicaLoad
+    received: float
+    counted: set[int]  # this ingress's requests included in ``load``
+    gone: int = 0  # of those, how many have ended since
+
+
+class LoadView:
+    """One model's replicas as this process last heard from them."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_age_s: float = MAX_AGE_S) -> None:
+        self.clock = clock
+        self.max_age_s = max_age_s
+        self._replicas: dict[str, _Replica] = {}
+        self._active: dict[str, set[int]] = {}  # this ingress's requests streaming from each replica
+
+    def report(self, load: ReplicaLoad, holder: int | None = None) -> None:
+        """A replica's report; ``holder``: this process's request whose stream carried it."""
+        active = self._active.setdefault(load.replica, set())
+        if holder is not None:
+            active.add(holder)
+        known = self._replicas.get(load.replica)
+        if known is None or load.seq > known.load.seq:
+            self._replicas[load.replica] = _Replica(load, self.clock(), set(active))
+        elif holder is not None:
+            known.counted.add(holder)  # it ran when the older report was taken, so also at the newer one
+
+    def ended(self, replica: str, holder: int) -> None:
+        """This process's request on ``replica`` has finished: no longer count it."""
+        active = self._active.get(replica)
+        if active is not None:
+            active.discard(holder)
+            if not active:
+                del self._active[replica]
+        known = self._replicas.get(replica)
+        if known is not None and holder in known.counted:
+            known.counted.discard(holder)
+            known.gone += 1
+
+    def polled(self, loads: Sequence[ReplicaLoad]) -> None:
+        """A poll's answers (every replica that answered); replicas silent too long are dropped."""
+        for load in loads:
+            self.report(load)
+        cutoff = self.clock() - self.max_age_s
+        for name in [n for n, r in self._replicas.items() if r.received < cutoff]:
+            del self._replicas[name]
+
+    def model_load(self, in_flight: int, healthy: bool) -> ModelLoad:
+        """The model's load for the router: the gateway's count beside the replicas' fresh reports."""
+        now = self.clock()
+        fresh = [r for r in self._replicas.values() if now - r.received <= self.max_age_s]
+        if not fresh:
+            return ModelLoad(in_flight=in_flight, healthy=healthy)
+        ttfts = [r.load.ttft_ms for r in fresh if r.load.ttft_ms is not None]
+        tpots = [r.load.tpot_ms for r in fresh if r.load.tpot_ms is not None]
+        return ModelLoad(
+            in_flight=in_flight, healthy=healthy,
+            running=sum(max(0, r.load.running - r.gone) for r in fresh),
+            queued=sum(r.load.waiting for r in fresh),
+            ttft_ms=sum(ttfts) / len(ttfts) if ttfts else None,
+            tpot_ms=sum(tpots) / len(tpots) if tpots else None,
+            age_s=max(now - r.received for r in fresh))
+
+
+async def poll_loads(clients: Mapping[str, ModelClient], interval_s: float = POLL_INTERVAL_S) -> None:
+    """Every ``interval_s``, every model's replicas' load into its client's view; runs until cancelled."""
+    failing: set[str] = set()
+
+    async def one(name: str, client: ModelClient) -> None:
+        try:
+            await asyncio.wait_for(client.load(), timeout=POLL_TIMEOUT_S)
+        except Exception as err:  # noqa: BLE001 - the view ages out; routing goes on with the leases
+            if name not in failing:
+                log.warning("polling model %s's load failed (its reports age out in %.0fs): %s",
+                            name, MAX_AGE_S, err)
+            failing.add(name)
+        else:
+            failing.discard(name)
+
+    while True:
+        await asyncio.gather(*(one(n, c) for n, c in clients.items()))
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,122 @@
+"""The ingress's view of a model's replicas (serve/replica_load.py): newest report per replica,
+the ingress's own finished requests taken out at once, silent replicas dropped, the sum handed to
+the router; and the replica's meter on the real SmolLM2 engine in-process. Through Ray Serve (every
+replica polled, reports riding on the stream) in test_replica_load_e2e.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.latency import LatencyModel
+from serve.config import load_pool
+from serve.replica_load import LoadView, ReplicaLoad, ReplicaMeter
+from tests.conftest import CPU_POOL
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def r(replica, seq, running=0, waiting=0, **kw):
+    return ReplicaLoad(replica=replica, seq=seq, running=running, waiting=waiting, **kw)
+
+
+def test_no_report_leaves_the_gateway_count_alone():
+    load = LoadView().model_load(3, True)
+    assert (load.in_flight, load.running, load.queued, load.age_s, load.ahead) == (3, 0, 0, None, 3)
+
+
+def test_replicas_are_summed_and_the_newest_report_of_each_wins():
+    clock = Clock()
+    view = LoadView(clock)
+    view.polled([r("a", 5, running=1, waiting=2, ttft_ms=100, tpot_ms=10), r("b", 9, running=1, tpot_ms=30)])
+    view.report(r("a", 4, running=0))  # older than what we have from a: ignored
+    clock.t += 0.4
+    load = view.model_load(0, True)
+    assert (load.running, load.queued, load.ahead) == (2, 2, 4)
+    assert load.ttft_ms == 100 and load.tpot_ms == 20 and load.age_s == pytest.approx(0.4)
+    view.report(r("a", 6, running=1, waiting=0))
+    assert view.model_load(0, True).queued == 0
+
+
+def test_own_requests_leave_the_count_when_they_end():
+    view = LoadView(Clock())
+    view.report(r("a", 1, running=1), holder=7)  # piggybacked on our request 7's stream: it counts itself
+    assert view.model_load(1, True).running == 1
+    view.ended("a", 7)  # a sequential client's next request must not wait behind the one that just ended
+    assert view.model_load(0, True).ahead == 0
+    view.ended("a", 7)  # twice changes nothing
+    view.report(r("a", 2, running=0))
+    assert view.model_load(0, True).running == 0
+
+
+def test_an_own_request_running_when_a_poll_was_taken_counts_in_it():
+    view = LoadView(Clock())
+    view.report(r("a", 1, running=1), holder=1)
+    view.polled([r("a", 2, running=2)])  # taken while 1 ran, with someone else's request beside it
+    view.ended("a", 1)
+    assert view.model_load(0, True).running == 1
+    # a late report from an earlier moment, carried by our request 2, still says 2 ran at the newer one
+    view.report(r("a", 3, running=2), holder=2)
+    view.report(r("a", 2, running=1), holder=3)
+    view.ended("a", 3)
+    assert view.model_load(0, True).running == 1
+
+
+def test_a_silent_replica_is_dropped_after_the_max_age():
+    clock = Clock()
+    view = LoadView(clock, max_age_s=5)
+    view.polled([r("a", 1, running=1), r("b", 1, running=1)])
+    clock.t += 4
+    view.polled([r("b", 2, running=1)])  # a did not answer this poll
+    assert view.model_load(0, True).running == 2
+    clock.t += 1.5
+    load = view.model_load(0, True)
+    assert load.running == 1 and load.age_s == pytest.approx(1.5)  # a is too old to count
+    view.polled([])
+    clock.t += 10
+    assert view.model_load(2, True).ahead == 2 and view.model_load(2, True).age_s is None
+
+
+def test_the_latency_model_sees_what_the_replicas_report():
+    pool = load_pool(CPU_POOL)
+    small = pool.model("smollm2-135m-instruct").card()
+    lm = LatencyModel([small])
+    view = LoadView(Clock())
+    idle = lm.predict(small.name, 20, 16, view.model_load(0, True))
+    view.polled([r("x", 1, running=1, waiting=1)])
+    busy = lm.predict(small.name, 20, 16, view.model_load(0, True))
+    assert busy.wait_ms == pytest.approx(2 * lm.mean_service_ms(small.name)) and idle.wait_ms == 0
+    assert busy.e2e_ms > idle.e2e_ms + lm.mean_service_ms(small.name)
+
+
+@pytest.mark.e2e
+async def test_the_meter_reports_the_engine_and_its_streams_timing():
+    """The real SmolLM2 engine in-process: the first batch carries a report of it running, the stream's
+    TTFT and TPOT go into the replica's means."""
+    from serve.coalesce import coalesce
+    from serve.engines import GenerationRequest, SamplingParams, build_engine
+
+    engine = build_engine(load_pool(CPU_POOL).model("smollm2-135m-instruct"))
+    await engine.start()
+    try:
+        meter = ReplicaMeter(engine, "here")
+        before = meter.report()
+        assert (before.replica, before.running, before.waiting, before.ttft_ms, before.tpot_ms) == ("here", 0, 0,
+                                                                                                     None, None)
+        req = GenerationRequest(request_id="m", prompt="Count: one, two, three,",
+                                sampling=SamplingParams(max_tokens=12, temperature=0.0))
+        batches = [b async for b in meter.metered(coalesce(engine.stream(req)))]
+        first = batches[0][0]
+        assert isinstance(first, ReplicaLoad) and first.running == 1 and first.seq > before.seq
+        reports = [i for b in batches for i in b if isinstance(i, ReplicaLoad)]
+        chunks = [i for b in batches for i in b if not isinstance(i, ReplicaLoad)]
+        assert len(reports) >= 1 and chunks[-1].finish_reason and chunks[-1].completion_tokens > 1
+        after = meter.report()
+        assert after.running == 0 and after.ttft_ms > 0 and after.tpot_ms > 0
+    finally:
+        await engine.stop()
