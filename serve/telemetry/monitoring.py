@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict
 
-from serve.telemetry.brittleness import AgreementScorer, BrittlenessConfig, BrittlenessMonitor
+from serve.telemetry.brittleness import Agreement, AgreementScorer, BrittlenessConfig, BrittlenessMonitor
 from serve.telemetry.drift import DriftConfig, DriftMonitor
 from serve.telemetry.embedder import SentenceTransformerEmbedder, TextEmbedder
 from serve.telemetry.features import EMBEDDING_FEATURE, counts_for_drift
+from serve.telemetry.outcomes import OutcomeRecorder, OutcomesConfig
 from serve.telemetry.recorder import FeatureRecorder, RecorderConfig
 from serve.telemetry.records import RequestRecord
 from serve.telemetry.reference import Reference
@@ -39,15 +41,18 @@ class MonitoringConfig(BaseModel):
     drift: DriftConfig = DriftConfig()
     brittleness: BrittlenessConfig = BrittlenessConfig()
     recorder: RecorderConfig = RecorderConfig()
+    outcomes: OutcomesConfig = OutcomesConfig()
 
     def resolve_paths(self, base: Path) -> MonitoringConfig:
         """Make the reference and recorder paths absolute, relative to the pool file's folder."""
-        drift, recorder = self.drift, self.recorder
+        drift, recorder, outcomes = self.drift, self.recorder, self.outcomes
         if drift.reference and not Path(drift.reference).is_absolute():
             drift = drift.model_copy(update={"reference": str((base / drift.reference).resolve())})
         if recorder.path and not Path(recorder.path).is_absolute():
             recorder = recorder.model_copy(update={"path": str((base / recorder.path).resolve())})
-        return self.model_copy(update={"drift": drift, "recorder": recorder})
+        if outcomes.path and not Path(outcomes.path).is_absolute():
+            outcomes = outcomes.model_copy(update={"path": str((base / outcomes.path).resolve())})
+        return self.model_copy(update={"drift": drift, "recorder": recorder, "outcomes": outcomes})
 
 
 class Monitoring:
@@ -70,6 +75,16 @@ class Monitoring:
                                  closed_max_words=config.brittleness.closed_max_words)
         self.brittleness = BrittlenessMonitor(registry, config.brittleness, scorer, now=now)
         self.recorder = FeatureRecorder(config.recorder) if config.recorder.path else None
+        self.outcomes = OutcomeRecorder(config.outcomes) if config.outcomes.path else None
+
+    def record_shadow(self, *, quality_class: str | None = None, prompt: str | None = None, **kw: Any) -> Agreement:
+        """A shadow comparison: its brittleness figures and, when recording, its live outcome."""
+        result = self.brittleness.record_shadow(**kw)
+        if self.outcomes is not None:
+            self.outcomes.record(model=kw["model"], shadow_model=kw["shadow_model"], route_class=kw["route_class"],
+                                 quality_class=quality_class, predicted_quality=kw.get("predicted_quality"),
+                                 agree=result.agree, similarity=result.score, prompt=prompt)
+        return result
 
     def observe(self, record: RequestRecord, now: float, prompt_text: str | None = None) -> None:
         if self.drift is not None:
@@ -111,3 +126,5 @@ class Monitoring:
     def close(self) -> None:
         if self.recorder is not None:
             self.recorder.close()
+        if self.outcomes is not None:
+            self.outcomes.close()

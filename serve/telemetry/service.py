@@ -42,7 +42,7 @@ class TelemetryCollector:
         return self.monitoring.brittleness.plan_shadow(**kw, now=time.time())
 
     def record_shadow(self, **kw: Any) -> Agreement:
-        return self.monitoring.brittleness.record_shadow(**kw)
+        return self.monitoring.record_shadow(**kw)
 
     def record_shadow_error(self, **kw: Any) -> None:
         self.monitoring.brittleness.record_shadow_error(**kw)
