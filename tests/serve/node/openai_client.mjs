@@ -37,8 +37,10 @@ async function streamed(body) {
 }
 
 // streamed through the SDK's own accumulator, which assembles delta.tool_calls into a message
+// (client.chat.completions.stream since openai v5; client.beta.chat.completions.stream in v4)
 async function accumulated(body) {
-  const runner = client.chat.completions.stream(body);
+  const completions = client.chat.completions.stream ? client.chat.completions : client.beta.chat.completions;
+  const runner = completions.stream(body);
   const final = await runner.finalChatCompletion();
   const choice = final.choices[0];
   return { model: final.model, finish_reason: choice.finish_reason, content: choice.message.content,
