@@ -196,6 +196,7 @@ class Budgets:
     store: StateStore
     clock: Callable[[], float] = time.time
     store_errors: int = 0
+    publish_interval_s: float = 5.0
     _settling: set[asyncio.Task[None]] = field(default_factory=set)
 
     def holders(self, key: ApiKey) -> tuple[Holder, ...]:
@@ -374,6 +375,17 @@ class Budgets:
         return {"object": "tiergate.budget", "key": key.name, "budgets": rows,
                 "note": "spent_usd counts answered requests at their true cost and requests in flight at "
                         "their maximum cost until they finish"}
+
+    async def publish(self, telemetry: Any) -> None:
+        """Send every budget's standing to the telemetry deployment (the spend gauges), forever."""
+        if telemetry is None or not self.all_holders():
+            return
+        while True:
+            try:
+                await telemetry.set_spend.remote(await self.snapshot())
+            except Exception as err:  # noqa: BLE001 - gauges must never hurt serving
+                log.warning("publishing the spend budgets' standing failed: %s", err)
+            await asyncio.sleep(self.publish_interval_s)
 
     async def snapshot(self) -> list[dict[str, Any]]:
         """Every budget's standing, for the telemetry gauges."""

@@ -117,6 +117,32 @@ def overview() -> dash.Dashboard:
                           "{{model}} {{kind}}")))
     d = d.with_panel(ts("Savings ratio (recorded, 1h)", "percentunit",
                         q(f"tiergate:savings:ratio_rate1h{{{SEL}}}", "{{job}}")))
+    d = d.with_row(dash.Row("Spend and budgets"))
+    d = d.with_panel(ts("Spend by key (per hour)", "currencyUSD",
+                        q(f"sum by (key) (increase(tiergate_spend_usd_total{{{SEL}}}[1h]))", "{{key}}"),
+                        desc="True cost charged to each API key, from usage (streams and cascades included).",
+                        stack=True))
+    d = d.with_panel(ts("Spend by model and route class (per hour)", "currencyUSD",
+                        q(f"sum by (model, route_class) (increase(tiergate_spend_usd_total{{{MSEL}}}[1h]))",
+                          "{{model}} {{route_class}}"), stack=True))
+    d = d.with_panel(ts("Running savings against always-largest", "currencyUSD",
+                        q(f"sum by (key) (tiergate_savings_usd{{{SEL}}})", "{{key}}"),
+                        q(f"sum(tiergate_savings_usd{{{SEL}}})", "all keys"),
+                        desc="What the same requests would have cost on the most expensive model minus what they "
+                             "cost, since the telemetry deployment started."))
+    d = d.with_panel(ts("Budget used this period", "percentunit",
+                        q(f"tiergate_spend_period_usd{{{SEL}}} / tiergate_spend_budget_usd{{{SEL}}}",
+                          "{{kind}} {{name}} ({{period}})"),
+                        desc="Spent (in flight at its maximum) over the budget; at 100% requests get 429 "
+                             "insufficient_quota until the reset."))
+    d = d.with_panel(ts("Spend pace: ahead of even pace", "percentunit",
+                        q(f"tiergate_spend_pace_ahead_ratio{{{SEL}}}", "{{kind}} {{name}}"),
+                        desc="Fraction of the budget spent beyond even pace through the period; above 0 "
+                             "routing lowers the pool's default quality floor (route reason budget_paced)."))
+    d = d.with_panel(ts("Operator spend: shadow and probe calls (per hour)", "currencyUSD",
+                        q(f"sum(increase(tiergate_shadow_cost_usd_total{{{SEL}}}[1h]))", "shadow"),
+                        q(f"sum(increase(tiergate_probe_cost_usd_total{{{SEL}}}[1h]))", "probe"),
+                        desc="Brittleness checks are the operator's spend, never charged to a key."))
     d = d.with_row(dash.Row("Budgets and health"))
     d = d.with_panel(ts("Budget met rate by budget", "percentunit",
                         q(f'sum by (budget) (rate(tiergate_budget_total{{{MSEL}, outcome="met"}}[{RI}])) '

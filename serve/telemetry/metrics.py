@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from serve.telemetry.records import RequestRecord
+from serve.telemetry.spend import SpendMetrics
 
 PREFIX = "tiergate"
 
@@ -66,6 +67,7 @@ class GatewayMetrics:
                                   "half-open on any ingress replica.", ["model"], registry=r)
         self.store_errors = Counter(f"{PREFIX}_state_store_errors", "Calls to the shared state store that failed "
                                     "(each request then failed closed or open, as configured).", registry=r)
+        self.spend = SpendMetrics(r)
         self.finish = Counter(f"{PREFIX}_finish_reason", "Answers by finish reason (stop, length, cancelled, error).",
                               ["model", "finish_reason"], registry=r)
 
@@ -81,6 +83,7 @@ class GatewayMetrics:
             self.failovers.labels(failed, to).inc()
         if rec.decision_s is not None:
             self.decision.observe(rec.decision_s)
+        self.spend.observe(rec)
         if not rec.model:
             return
         if rec.ttft_s is not None:

@@ -81,6 +81,10 @@ class TelemetryCollector:
         for model in circuit_open:
             self.metrics.circuit_open.labels(model).set(1.0 if any(v[2].get(model) for v in live) else 0.0)
 
+    def set_spend(self, rows: list[dict[str, Any]]) -> None:
+        """Each spend budget's standing, as an ingress replica read it from the shared store."""
+        self.metrics.spend.set_budgets(rows)
+
     def render(self) -> bytes:
         self.monitoring.tick(time.time())
         return self.metrics.render()

@@ -32,6 +32,7 @@ FILLERS: dict[str, tuple[str, ...]] = {
     "medicine": ("diabetes", "influenza", "asthma", "migraine", "anemia", "pneumonia"),
 }
 ROUTE_CLASS = {"cooking": "chat", "coding": "code", "law": "reasoning", "medicine": "reasoning"}
+KEYS = ("team-a", "team-b")  # the API key names the traffic comes from
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def records(shape: TrafficShape, n: int, *, seed: int = 0,
         large = model == shape.models[-1]
         cost = (prompt_tokens * (0.05 if large else 0.02) + completion * (0.15 if large else 0.06)) / 1e6
         out.append(RequestRecord(
-            endpoint="chat", requested_model="auto", model="" if failed else model,
+            endpoint="chat", requested_model="auto", model="" if failed else model, key_name=KEYS[i % len(KEYS)],
             route_reason="cheapest_feasible" if not large else "best_effort",
             status=503 if failed else 200, error_type="engine_unavailable" if failed else "",
             route_class=ROUTE_CLASS[topic], prompt_tokens=prompt_tokens, completion_tokens=completion,

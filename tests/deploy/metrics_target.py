@@ -45,6 +45,7 @@ class SyntheticGateway:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._i = 0
+        self._spent: dict[str, float] = {}
         self.sim_now = 0.0
         for model in MODELS:
             self.metrics.model_ready.labels(model).set(1)
@@ -57,6 +58,10 @@ class SyntheticGateway:
             self._i += 1
             self.sim_now += 0.05 * SPEEDUP
             self.metrics.observe(rec)
+            self._spent[rec.key_name] = self._spent.get(rec.key_name, 0.0) + rec.cost_usd
+            self.metrics.spend.set_budgets([  # each key's budget standing, as the ingress reports it
+                {"kind": "key", "name": k, "period": "day", "budget_usd": 0.05, "spent_usd": v,
+                 "ahead_ratio": v / 0.05 - 0.5} for k, v in self._spent.items()])
             self.monitoring.observe(rec, self.sim_now)
             self.monitoring.tick(self.sim_now)
             if not rec.model:
