@@ -33,16 +33,19 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from router.errors import BudgetExhaustedError
+from fastapi.responses import JSONResponse, Response
+
+from router.errors import BudgetExhaustedError, TiergateError
 from router.pacing import Pace, furthest_ahead, pace
+from serve.api.errors import from_exception
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest
-from serve.auth import ApiKey, KeyFile, SpendBudget
+from serve.auth import ApiKey, Authenticator, KeyFile, SpendBudget
 from serve.config import ModelConfig, PoolConfig
 from serve.state import StateStore, StoreUnavailableError
 
@@ -148,6 +151,10 @@ class Ticket:
         if self.resets_at is not None:
             out[RESETS_HEADER] = self.resets_at.isoformat()
         return out
+
+
+SpendTicket = Ticket  # the name the ingress knows it by (beside the quota's own Ticket)
+NO_SPEND = Ticket(allowed_models=None)  # before admission: nothing reserved, nothing narrowed
 
 
 # ----------------------------------------------------------------------------- the most a request costs
@@ -397,3 +404,12 @@ class Budgets:
                  "budget_usd": s.holder.budget.usd, "spent_usd": to_usd(s.spent),
                  "ahead_ratio": s.pace(now).ahead_fraction}
                 for s in await self.standings(holders, now)]
+
+
+async def budget_response(auth: Authenticator, budgets: Budgets, headers: Mapping[str, str]) -> Response:
+    """GET /v1/tiergate/budget: the calling key's own budgets (never another key's), or its error."""
+    try:
+        return JSONResponse(await budgets.report(auth.authenticate(headers)))
+    except TiergateError as err:
+        http = from_exception(err)
+        return JSONResponse(http.body, status_code=http.status, headers=http.headers)

@@ -17,18 +17,18 @@ from pydantic import BaseModel, ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from router.admission import Priority
-from router.errors import ConfigError, InvalidRequestError, TiergateError
+from router.errors import ConfigError, TiergateError
 from router.quality import PriorQuality, QualityPredictor
 from serve.api import responses as R
 from serve.api.body import read_json
 from serve.api.errors import HttpError, from_exception
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest, error_body
 from serve.auth import ANONYMOUS, ApiKey, Authenticator, load_keys
+from serve.budgets import NO_SPEND, Budgets, SpendTicket, budget_response
 from serve.clients import HandleClient, ModelClient
 from serve.config import PoolConfig
 from serve.engines.base import Chunk
-from serve.api.requests import routing_text
+from serve.api.requests import priority_from, routing_text
 from serve.gateway import Call, Gateway
 from serve.quotas import NO_TICKET, Quotas, Ticket, reservation
 from serve.replica_load import poll_loads
@@ -98,6 +98,7 @@ class IngressCore:
         self.checks = OutputChecks(pool, self.gateway, telemetry)
         self.auth = authenticator if authenticator is not None else Authenticator(load_keys(pool.auth))
         self.quotas = Quotas(self.store, fail_open=pool.state.on_unavailable == "open")
+        self.budgets = Budgets(pool, self.auth.keys, self.store)  # spend budgets: serve/budgets.py
         self._tasks: list[asyncio.Task[None]] = []
         self._charges: set[asyncio.Task[None]] = set()
         self.store_ready = False
@@ -105,13 +106,15 @@ class IngressCore:
     def start_background(self) -> None:
         loop = asyncio.get_event_loop()
         self._tasks = [loop.create_task(self._flush_loop()), loop.create_task(self._health_loop()),
-                       loop.create_task(self._load_loop()), loop.create_task(poll_loads(self.gateway.clients))]
+                       loop.create_task(self._load_loop()), loop.create_task(poll_loads(self.gateway.clients)),
+                       loop.create_task(self.budgets.publish(self.telemetry))]
 
     # ------------------------------------------------------------------ telemetry plumbing
     def _gauges(self) -> dict[str, Any]:
         return {"in_flight": dict(self.gateway.in_flight),
                 "circuit_open": {m: st.value != "closed" for m, st in self.gateway.breakers.states().items()},
-                "store_errors": self.gateway.slots.errors + self.quotas.errors, "shared": self.store.name != "memory"}
+                "store_errors": self.gateway.slots.errors + self.quotas.errors + self.budgets.store_errors,
+                "shared": self.store.name != "memory"}
 
     async def flush(self) -> None:
         await self.link.flush()
@@ -174,7 +177,7 @@ class IngressCore:
 
     async def _handle(self, endpoint: str, request: Request, model: type[BaseModel]) -> Response:
         key: ApiKey = ANONYMOUS
-        ticket = NO_TICKET
+        ticket, spend = NO_TICKET, NO_SPEND
         span = self.tracer.start_request(endpoint=endpoint, requested_model="", headers=request.headers)
         try:
             key = self.auth.authenticate(request.headers)
@@ -184,17 +187,19 @@ class IngressCore:
             size = reservation(routing_text(body), len(getattr(body, "messages", ())),
                                body.requested_max_tokens() or self.pool.limits.default_max_tokens)
             ticket = await self.quotas.admit(key, size)
+            spend = await self.budgets.admit(key, body)  # the request's maximum cost, reserved
             with self.tracer.routing_span(span) as route_span:
-                call = await self.gateway.route(endpoint, body, request.headers, allowed_models=key.allowed_models(),
-                                                priority=self._priority(key, request.headers), key_name=key.name)
+                call = await self.gateway.route(endpoint, body, request.headers, allowed_models=spend.allowed_models,
+                                                priority=priority_from(key.priority, request.headers),
+                                                key_name=key.name, pace=spend.pace)
                 set_decision(route_span, call.decision)
         except (TiergateError, ValidationError) as err:
             self.tracer.finish_request(span, response_model=None, error=err)
-            await self._settle(ticket, 0)
+            await self._settle(ticket, 0, spend)
             return self._reject(endpoint, err, key)
         except Exception as err:
             self.tracer.finish_request(span, response_model=None, error=err)
-            await self._settle(ticket, 0)
+            await self._settle(ticket, 0, spend)
             raise
         stream = self.gateway.run(call)
         try:
@@ -202,14 +207,14 @@ class IngressCore:
         except StopAsyncIteration:
             first = Chunk(finish_reason="stop")
         except TiergateError as err:
-            await self._done(call, ticket, span, err)
+            await self._done(call, ticket, span, err, spend)
             return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
         except Exception as err:
-            await self._done(call, ticket, span, err)
+            await self._done(call, ticket, span, err, spend)
             raise
         if call.stream:
-            return StreamingResponse(self._sse(call, first, stream, ticket, span), media_type="text/event-stream",
-                                     headers={**R.decision_headers(self.gateway, call, final=False),
+            return StreamingResponse(self._sse(call, first, stream, ticket, span, spend), media_type="text/event-stream",
+                                     headers={**R.decision_headers(self.gateway, call, final=False), **spend.headers(),
                                               "cache-control": "no-cache"})
         chunks = [first]
         error: BaseException | None = None
@@ -223,11 +228,12 @@ class IngressCore:
             error = err
             raise
         finally:
-            await self._done(call, ticket, span, error)
+            left = await self._done(call, ticket, span, error, spend)
         return JSONResponse(R.full_body(self.gateway, call, chunks),
-                            headers=R.decision_headers(self.gateway, call, final=True))
+                            headers={**R.decision_headers(self.gateway, call, final=True), **spend.headers(left)})
 
-    async def _done(self, call: Call, ticket: Ticket, span: Any, error: BaseException | None) -> None:
+    async def _done(self, call: Call, ticket: Ticket, span: Any, error: BaseException | None,
+                    spend: SpendTicket = NO_SPEND) -> int | None:
         """After the answer: end the trace, schedule brittleness checks, charge the key's tokens."""
         self.tracer.finish_request(span, response_model=call.model, input_tokens=call.prompt_tokens,
                                    output_tokens=call.completion_tokens, finish_reasons=[call.finish_reason],
@@ -235,39 +241,30 @@ class IngressCore:
                                    tool_calls=call.tool_calls)
         if error is None:
             self.checks.schedule(call)
-        await self._settle(ticket, call.prompt_tokens + call.completion_tokens)
+        return await self._settle(ticket, call.prompt_tokens + call.completion_tokens, spend, self.gateway.cost(call))
 
-    async def _settle(self, ticket: Ticket, tokens: int) -> None:
-        """Settle the key's tokens before the response ends, so the key's next request sees them.
+    async def _settle(self, ticket: Ticket, tokens: int, spend: SpendTicket = NO_SPEND,
+                      cost_usd: float = 0.0) -> int | None:
+        """Settle the key's tokens and spend (the true cost; serve/budgets.py) before the response
+        ends, so the key's next request sees them; the budget left after, when the key has one.
 
         The charge runs as its own task: a client that hangs up (which cancels the response)
         cannot stop it half-way, and its failure is logged, never lost.
         """
+        left = await self.budgets.settle(spend, cost_usd)
         if not ticket.tokens:
-            return
+            return left
         task = asyncio.get_running_loop().create_task(self.quotas.settle(ticket, tokens))
         self._charges.add(task)
         task.add_done_callback(self._charged)
         await asyncio.wait([task])  # a failure is logged by _charged; the answer stands
+        return left
 
     def _charged(self, task: asyncio.Task[None]) -> None:
         self._charges.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("charging tokens to a key failed; its token quota is undercounted",
                       exc_info=task.exception())
-
-    def _priority(self, key: ApiKey, headers: Mapping[str, str]) -> Priority:
-        """The key's priority class; the x-tiergate-priority header may lower it, never raise it."""
-        raw = headers.get("x-tiergate-priority")
-        if raw is None:
-            return key.priority
-        try:
-            asked = Priority(raw.strip().lower())
-        except ValueError:
-            raise InvalidRequestError("x-tiergate-priority must be one of high, normal, low",
-                                      param="x-tiergate-priority") from None
-        rank = [Priority.LOW, Priority.NORMAL, Priority.HIGH]
-        return min(asked, key.priority, key=rank.index)
 
     def _reject(self, endpoint: str, err: Exception, key: ApiKey = ANONYMOUS) -> JSONResponse:
         http = from_exception(err)
@@ -277,7 +274,7 @@ class IngressCore:
         return _error_response(http)
 
     async def _sse(self, call: Call, first: Chunk, stream: AsyncIterator[Chunk], ticket: Ticket,
-                   span: Any) -> AsyncIterator[bytes]:
+                   span: Any, spend: SpendTicket = NO_SPEND) -> AsyncIterator[bytes]:
         error: BaseException | None = None
         try:
             event = R.stream_event(call, first, True)
@@ -297,7 +294,7 @@ class IngressCore:
             log.exception("stream failed")
             yield R.sse(error_body(f"stream failed: {type(err).__name__}", "server_error", None, "stream_error"))
         finally:
-            await self._done(call, ticket, span, error)
+            await self._done(call, ticket, span, error, spend)
         yield R.sse("[DONE]")
 
     def models(self) -> dict[str, Any]:
@@ -379,6 +376,10 @@ class Ingress:
     @app.get("/v1/tiergate/load")
     async def load(self, request: Request) -> Response:
         return self._keyed(request, self.core.load)
+
+    @app.get("/v1/tiergate/budget")
+    async def budget(self, request: Request) -> Response:
+        return await budget_response(self.core.auth, self.core.budgets, request.headers)
 
     @app.get("/health")
     async def health(self) -> JSONResponse:

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from router import Budget
+from router.admission import Priority
 from router.errors import InvalidRequestError
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest, RoutingOptions
 
@@ -84,3 +85,17 @@ def quality_class(req: ChatCompletionRequest | CompletionRequest) -> str | None:
 def estimate_tokens(text: str) -> int:
     """A cheap prompt-size estimate for routing; engines count exactly."""
     return max(1, (len(text.encode("utf-8")) + 3) // 4)
+
+
+def priority_from(key_priority: Priority, headers: Mapping[str, str]) -> Priority:
+    """The key's priority class; the x-tiergate-priority header may lower it, never raise it."""
+    raw = headers.get("x-tiergate-priority")
+    if raw is None:
+        return key_priority
+    try:
+        asked = Priority(raw.strip().lower())
+    except ValueError:
+        raise InvalidRequestError("x-tiergate-priority must be one of high, normal, low",
+                                  param="x-tiergate-priority") from None
+    rank = [Priority.LOW, Priority.NORMAL, Priority.HIGH]
+    return min(asked, key_priority, key=rank.index)
