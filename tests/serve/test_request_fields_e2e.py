@@ -182,6 +182,32 @@ def test_a_capability_no_model_has_is_a_400(serve_cluster):
     assert r.status_code == 200  # the same app serves plain requests
 
 
+def test_unparsable_structured_outputs_are_counted_by_model(client, fields_app):
+    from tests.serve.test_gateway_e2e import _counter
+
+    def counts() -> dict[tuple[str, str, str], float]:
+        text = httpx.get(f"{fields_app.base_url}/metrics", timeout=30).text
+        return {(m, f, r): _counter(text, "tiergate_structured_outputs_total", model=m, format=f, result=r)
+                for m, f, r in ((SMALL, "json", "valid"), (SMALL, "json", "unparsable"),
+                                (QWEN, "tool_call", "valid"), (QWEN, "tool_call", "unparsable"))}
+
+    before = counts()
+    ask = [{"role": "user", "content": "Invent a person."}]
+    cut = client.chat.completions.create(model=SMALL, messages=ask, temperature=0, max_tokens=3,
+                                         response_format=schema_format())
+    assert cut.choices[0].finish_reason == "length"  # the JSON is cut off: unparsable
+    whole = say(client, ask, temperature=0, max_tokens=64, response_format=schema_format())
+    jsonschema.validate(json.loads(whole), PERSON)
+    forced = client.chat.completions.create(model=QWEN, messages=ASK, tools=[WEATHER], temperature=0, max_tokens=4,
+                                            tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    assert forced.choices[0].finish_reason == "length" and not forced.choices[0].message.tool_calls
+    call = client.chat.completions.create(model=QWEN, messages=ASK, tools=[WEATHER], temperature=0, max_tokens=48)
+    assert call.choices[0].finish_reason == "tool_calls"
+    assert {k: v - before[k] for k, v in counts().items()} == {
+        (SMALL, "json", "valid"): 1, (SMALL, "json", "unparsable"): 1,
+        (QWEN, "tool_call", "valid"): 1, (QWEN, "tool_call", "unparsable"): 1}
+
+
 def test_models_list_their_capabilities(client):
     caps = {m.id: m.model_extra.get("capabilities") for m in client.models.list().data if m.id != "auto"}
     assert caps == {SMALL: ["json_schema"], QWEN: ["tools", "json_schema"]}
