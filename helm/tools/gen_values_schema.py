@@ -2,7 +2,7 @@
 
 The ``pool`` part of the schema is produced by pydantic from ``serve.config.PoolConfig``
 (and each model's ``engine_args`` from its engine's ``Args`` model, the API keys from
-``serve.auth.ApiKey``), the same models the gateway parses with, so the install-time check
+``serve.auth.ApiKey`` and ``Team``), the same models the gateway parses with, so the install-time check
 and the gateway cannot disagree. The rest describes the chart's own values; each leaf carries the
 description that also fills the README table (between the ``values-table`` markers).
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from serve.auth import ApiKey  # noqa: E402
+from serve.auth import ApiKey, Team  # noqa: E402
 from serve.config import ENGINE_NAMES, PoolConfig  # noqa: E402
 from serve.engines import engine_class  # noqa: E402
 
@@ -92,6 +92,9 @@ def api_key_defs() -> dict[str, JsonSchema]:
     generated["required"] = ["name"]
     generated["oneOf"] = [{"required": ["key"]}, {"required": ["key_sha256"]}]
     defs["ApiKeyEntry"] = generated
+    team = _strip_titles(Team.model_json_schema(ref_template="#/$defs/{model}"))
+    defs.update(team.pop("$defs", {}))
+    defs["Team"] = team
     return defs
 
 
@@ -267,6 +270,9 @@ def chart_schema() -> JsonSchema:
             "keys": {"type": "array", "description": "keys for the chart-made Secret (serve/auth.py format); "
                                                      "empty: one key is generated on install",
                      "items": {"$ref": "#/$defs/ApiKeyEntry"}},
+            "teams": {"type": "array", "description": "teams for the chart-made Secret: {name, budget}, each "
+                                                      "budget shared by the keys naming the team",
+                      "items": {"$ref": "#/$defs/Team"}},
             "mountPath": leaf("string", "directory the Secret is mounted at", pattern="^/"),
         }, "API keys"),
         "podDisruptionBudget": obj({

@@ -173,6 +173,22 @@ def test_api_keys_secret_is_mounted_named_by_env_and_read_by_the_gateway(tmp_pat
         assert volumes["api-keys"]["secret"]["secretName"] == secret["metadata"]["name"]
 
 
+def test_spend_budgets_and_teams_reach_the_gateways_keys_file(tmp_path):
+    keys = [{"name": "app", "key": "sk-tiergate-app-00001", "team": "research",
+             "budget": {"usd": 5, "period": "day", "timezone": "Europe/Paris", "zero_cost_models": True}},
+            {"name": "batch", "key": "sk-tiergate-batch-0001", "team": "research"}]
+    teams = [{"name": "research", "budget": {"usd": 200, "period": "month"}}]
+    (secret,) = by_kind(render({"apiKeys": {"keys": keys, "teams": teams}}), "Secret")
+    loaded = secret_keys_file(secret, tmp_path)
+    app, batch = loaded.keys
+    assert (app.budget.usd, app.budget.period, app.budget.timezone, app.budget.zero_cost_models) == (
+        5.0, "day", "Europe/Paris", True)
+    assert batch.budget is None and batch.team == "research"
+    assert loaded.team("research").budget.usd == 200.0 and loaded.team("research").budget.period == "month"
+    with pytest.raises(helm.HelmValuesError, match="budget/period"):  # the values schema checks budgets
+        render({"apiKeys": {"keys": [{**keys[0], "budget": {"usd": 5, "period": "week"}}]}})
+
+
 def test_without_keys_one_random_key_is_generated(tmp_path):
     secrets = [by_kind(render(), "Secret")[0] for _ in range(2)]
     generated = [secret_keys_file(s, tmp_path).keys for s in secrets]
