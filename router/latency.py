@@ -7,8 +7,11 @@ Per model the service time of one request is modelled as
 
 where ``wait`` is the queueing delay implied by the requests already on the model's replicas
 (each replica serves ``concurrency`` requests at once; :attr:`ModelLoad.ahead`: the gateway's
-own count or what the replicas' engines report running and waiting, whichever is larger), each
-costing one mean service time (its prefill for the mean prompt, its decode for the mean output).
+own count or what the replicas' engines report running and waiting, whichever is larger). Each
+request beyond the free slots costs what the replicas report it takes them to finish one more
+(``ModelLoad.drain_ms``: busy time per finished request, which follows the real prompts, outputs
+and CPU contention), but never less than one mean service time per slot (its prefill for the
+mean prompt, its decode for the mean output), which is all there is without a report.
 ``ttft0`` and ``tpot`` start from the pool's priors and follow live observations as
 exponentially weighted means; until this process has seen a model answer, its replicas'
 reported time per output token stands in for the prior. ``output_tokens`` is bounded by the
@@ -106,12 +109,15 @@ class LatencyModel:
         prefill = st.card.latency_prior.prefill_ms_per_token * st.prompt_tokens.mean
         return st.ttft0.mean + prefill + st.tpot.mean * st.output_tokens.mean
 
-    def wait_ms(self, model: str, ahead: int) -> float:
-        """Expected queueing delay when ``ahead`` requests are already in flight or queued."""
+    def wait_ms(self, model: str, ahead: int, drain_ms: float | None = None) -> float:
+        """Expected queueing delay when ``ahead`` requests are already in flight or queued; ``drain_ms``:
+        the replicas' reported time to finish one more request (else the mean service time per slot)."""
         card = self._state(model).card
         slots = max(1, card.concurrency * card.replicas)
         if ahead < slots:
             return 0.0
+        if drain_ms is not None:  # never below the model's own mean service time per slot
+            return (ahead - slots + 1) * max(drain_ms, self.mean_service_ms(model) / slots)
         # each full round of `slots` requests ahead of us costs one mean service time
         return (ahead - slots + 1) / slots * self.mean_service_ms(model)
 
@@ -122,7 +128,7 @@ class LatencyModel:
                 load: ModelLoad | None = None) -> LatencyEstimate:
         st = self._state(model)
         ahead = 0 if load is None else load.ahead
-        wait = self.wait_ms(model, ahead)
+        wait = self.wait_ms(model, ahead, None if load is None else load.drain_ms)
         prefill = st.ttft0.mean + st.card.latency_prior.prefill_ms_per_token * prompt_tokens
         # before its first own observation, the replicas' live decode speed beats the pool's prior
         reported = None if load is None else load.tpot_ms

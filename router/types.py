@@ -75,7 +75,9 @@ class ModelLoad:
     ``running`` and ``queued``: what the model's replicas last reported their engines doing, summed
     over replicas (including requests that did not come through the gateway); ``age_s`` is how old
     the oldest report is, None when no replica has reported. ``ttft_ms`` and ``tpot_ms`` are the
-    replicas' recent time to first token (their queue included) and time per output token.
+    replicas' recent time to first token (their queue included) and time per output token;
+    ``drain_ms`` how long the model takes, at present, to finish one more request while busy (its
+    replicas' busy time per finished request, combined): what each request ahead adds to a wait.
     """
 
     in_flight: int = 0
@@ -85,6 +87,7 @@ class ModelLoad:
     ttft_ms: float | None = None
     tpot_ms: float | None = None
     age_s: float | None = None
+    drain_ms: float | None = None
 
     @property
     def ahead(self) -> int:

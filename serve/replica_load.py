@@ -3,7 +3,12 @@
 A model replica (``ModelServer``) reports what its engine is doing as a :class:`ReplicaLoad`:
 requests running and waiting (the engine's own figures: llama.cpp's lock queue, vLLM's
 scheduler), its recent time to first token (its own queue included) and time per output token,
-stamped with the replica's id and a sequence number. The report travels two ways:
+and how long it takes at present to finish one more request while busy (``drain_ms``: its busy
+time per finished request, a recent mean, and at least the time since its last request finished
+while it has been busy), stamped with the replica's id and a sequence number. ``drain_ms``
+is what each request ahead adds to a new request's wait, measured where the work is done: it
+follows the real prompts and outputs and the CPU the replica actually gets. The report travels
+two ways:
 
 - **piggybacked** on generation streams: the first batch of every stream carries one, and
   later batches one every :data:`REPORT_EVERY_S`, as one more item of the batch;
@@ -59,6 +64,7 @@ class ReplicaLoad:
     waiting: int = 0
     ttft_ms: float | None = None
     tpot_ms: float | None = None
+    drain_ms: float | None = None  # busy time per finished request: what one more request ahead costs
 
 
 # ----------------------------------------------------------------------------- the replica's side
@@ -90,15 +96,36 @@ class ReplicaMeter:
         self._seq = itertools.count(1)
         self._ttft = _Mean()
         self._tpot = _Mean()
+        self._drain = _Mean()
+        self._inside = 0  # streams in progress (running or waiting for the engine)
+        self._busy_mark = 0.0  # busy time is counted up to here
+        self._busy_ms = 0.0  # busy time since the last request finished
 
     def report(self) -> ReplicaLoad:
         """The engine's load now; its own TTFT/TPOT when it measures them (vLLM), else this meter's."""
         load = self.engine.load()
         ttft_s, tpot_s = load.extra.get("ttft_s"), load.extra.get("tpot_s")
+        drain = self._drain.value
+        if self._inside:  # busy since the last finish: the next one takes at least that long
+            streak = self._busy_ms + (self.clock() - self._busy_mark) * 1000
+            drain = max(drain or 0.0, streak)
         return ReplicaLoad(
             replica=self.replica, seq=next(self._seq), running=load.running, waiting=load.waiting,
             ttft_ms=ttft_s * 1000 if ttft_s is not None else self._ttft.value,
-            tpot_ms=tpot_s * 1000 if tpot_s is not None else self._tpot.value)
+            tpot_ms=tpot_s * 1000 if tpot_s is not None else self._tpot.value, drain_ms=drain)
+
+    def _enter(self) -> None:
+        if not self._inside:
+            self._busy_mark = self.clock()  # idle until now: not counted
+        self._inside += 1
+
+    def _leave(self) -> None:
+        now = self.clock()
+        self._busy_ms += (now - self._busy_mark) * 1000
+        self._busy_mark = now
+        self._inside -= 1
+        self._drain.add(self._busy_ms)  # a finished request (or a cancelled one: its slot is free too)
+        self._busy_ms = 0.0
 
     async def metered(self, batches: AsyncIterator[list[Chunk]]) -> AsyncIterator[list[Any]]:
         """``batches`` with a report first in the first batch and in a later one every REPORT_EVERY_S;
@@ -107,21 +134,25 @@ class ReplicaMeter:
         first_at: float | None = None
         last_report = None
         tokens, last_at = 0, began
-        async for batch in batches:
-            now = self.clock()
-            for chunk in batch:
-                if first_at is None and (chunk.text or chunk.finish_reason):
-                    first_at = now
-                    self._ttft.add((now - began) * 1000)
-                tokens = max(tokens, chunk.completion_tokens)
-            last_at = now
-            if last_report is None or now - last_report >= REPORT_EVERY_S:
-                last_report = now
-                yield [self.report(), *batch]
-            else:
-                yield batch
-        if first_at is not None and tokens > 1:
-            self._tpot.add((last_at - first_at) * 1000 / (tokens - 1))
+        self._enter()
+        try:
+            async for batch in batches:
+                now = self.clock()
+                for chunk in batch:
+                    if first_at is None and (chunk.text or chunk.finish_reason):
+                        first_at = now
+                        self._ttft.add((now - began) * 1000)
+                    tokens = max(tokens, chunk.completion_tokens)
+                last_at = now
+                if last_report is None or now - last_report >= REPORT_EVERY_S:
+                    last_report = now
+                    yield [self.report(), *batch]
+                else:
+                    yield batch
+            if first_at is not None and tokens > 1:
+                self._tpot.add((last_at - first_at) * 1000 / (tokens - 1))
+        finally:
+            self._leave()
 
 
 # ----------------------------------------------------------------------------- the ingress's side
@@ -181,13 +212,16 @@ class LoadView:
             return ModelLoad(in_flight=in_flight, healthy=healthy)
         ttfts = [r.load.ttft_ms for r in fresh if r.load.ttft_ms is not None]
         tpots = [r.load.tpot_ms for r in fresh if r.load.tpot_ms is not None]
+        drains = [r.load.drain_ms for r in fresh if r.load.drain_ms]
+        # replicas drain in parallel: their rates add up (only when every fresh replica has one)
         return ModelLoad(
             in_flight=in_flight, healthy=healthy,
             running=sum(max(0, r.load.running - r.gone) for r in fresh),
             queued=sum(r.load.waiting for r in fresh),
             ttft_ms=sum(ttfts) / len(ttfts) if ttfts else None,
             tpot_ms=sum(tpots) / len(tpots) if tpots else None,
-            age_s=max(now - r.received for r in fresh))
+            age_s=max(now - r.received for r in fresh),
+            drain_ms=1.0 / sum(1.0 / d for d in drains) if drains and len(drains) == len(fresh) else None)
 
 
 async def poll_loads(clients: Mapping[str, ModelClient], interval_s: float = POLL_INTERVAL_S) -> None:

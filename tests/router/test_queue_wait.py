@@ -38,6 +38,18 @@ def test_reported_engine_load_counts_when_the_gateway_saw_less():
     assert ModelLoad(in_flight=2, running=1, queued=3).ahead == 4
 
 
+def test_the_replicas_drain_time_prices_each_request_ahead():
+    lm = LatencyModel(CARDS, quantile=0.5)
+    # what the replica reports it takes to finish one more request, whatever the priors say
+    assert lm.predict("small", 20, 50, ModelLoad(running=1, queued=2, drain_ms=4000)).wait_ms == pytest.approx(12000)
+    assert lm.predict("small", 20, 50, ModelLoad(in_flight=0, drain_ms=4000)).wait_ms == 0  # a free slot
+    two = ModelCard(name="two", price=Price(1, 1), prior_quality=0.5, context_length=4096,
+                    latency_prior=LatencyPrior(100, 10), replicas=2)
+    lm2 = LatencyModel([two], quantile=0.5)
+    # two replicas (the combined drain is already per finish of either): 3 ahead, 2 slots -> 2 finishes
+    assert lm2.predict("two", 20, 50, ModelLoad(in_flight=3, drain_ms=1500)).wait_ms == pytest.approx(3000)
+
+
 def test_mean_service_time_includes_the_mean_prompt_prefill():
     lm = LatencyModel(CARDS, quantile=0.5)
     for _ in range(40):  # long prompts: 400 tokens at 1 ms each

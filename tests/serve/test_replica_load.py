@@ -9,6 +9,7 @@ import pytest
 
 from router.latency import LatencyModel
 from serve.config import load_pool
+from serve.engines.base import EngineLoad
 from serve.replica_load import LoadView, ReplicaLoad, ReplicaMeter
 from tests.conftest import CPU_POOL
 
@@ -80,6 +81,55 @@ def test_a_silent_replica_is_dropped_after_the_max_age():
     view.polled([])
     clock.t += 10
     assert view.model_load(2, True).ahead == 2 and view.model_load(2, True).age_s is None
+
+
+def test_replicas_drain_in_parallel():
+    view = LoadView(Clock())
+    view.polled([r("a", 1, running=1, drain_ms=2000), r("b", 1, running=1, drain_ms=2000)])
+    assert view.model_load(0, True).drain_ms == pytest.approx(1000)  # two replicas finish twice as often
+    view.polled([r("c", 1)])  # a replica that has finished nothing yet: no combined figure
+    assert view.model_load(0, True).drain_ms is None
+
+
+class _Engine:
+    """Stands in for an engine's load figures: the meter's arithmetic is what is tested here."""
+
+    def load(self) -> EngineLoad:
+        return EngineLoad()
+
+
+async def _batches(clock: Clock, steps: list[float]):
+    for dt in steps:
+        clock.t += dt
+        yield []
+
+
+async def _drive(meter: ReplicaMeter, clock: Clock, steps: list[float]) -> None:
+    async for _ in meter.metered(_batches(clock, steps)):
+        pass
+
+
+async def test_drain_is_busy_time_per_finished_request():
+    clock = Clock()
+    meter = ReplicaMeter(_Engine(), "x", clock)
+    assert meter.report().drain_ms is None
+    await _drive(meter, clock, [3.0])  # one request kept the replica busy 3 s
+    assert meter.report().drain_ms == pytest.approx(3000)
+    clock.t += 100  # idle time is not counted
+    await _drive(meter, clock, [2.0])
+    assert meter.report().drain_ms == pytest.approx(2800)  # 3000 + 0.2 * (2000 - 3000)
+    a = meter.metered(_batches(clock, [1.0, 1.0]))
+    await a.__anext__()  # a in at t, first batch at t+1
+    b = meter.metered(_batches(clock, [1.0]))
+    await b.__anext__()  # b in at t+1, a batch at t+2
+    await b.aclose()  # b done at t+2: 2 s busy since the last finish
+    await a.aclose()  # a done at the same moment: no more busy time
+    assert meter.report().drain_ms == pytest.approx((2800 + 0.2 * (2000 - 2800)) * 0.8)
+    mean = meter.report().drain_ms
+    long = meter.metered(_batches(clock, [10.0]))
+    await long.__anext__()  # busy 10 s since the last finish: the next one takes at least that long
+    assert meter.report().drain_ms == pytest.approx(10000) and mean < 10000
+    await long.aclose()
 
 
 def test_the_latency_model_sees_what_the_replicas_report():
