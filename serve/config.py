@@ -233,6 +233,8 @@ class PoolConfig(Frozen):
     routing: RoutingDefaults = RoutingDefaults()
     limits: LimitsConfig = LimitsConfig()
     quality_profile: str | None = Field(default=None, description="path to a calibrated profile")
+    quality_profile_reload_s: float = Field(default=30.0, ge=0, description="how often the gateway looks for a "
+                                            "changed quality profile and loads it without a restart (0: never)")
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_resources: CustomResources = Field(
         default_factory=dict, description="custom Ray resources (name: amount) the gateway's own replicas "

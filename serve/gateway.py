@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from router import (
     Budget,
@@ -41,10 +41,11 @@ from router.quality import QualityPredictor
 from serve.api.generation import generation_request
 from serve.api.requests import budget_from, estimate_tokens, quality_class, route_class, routing_text
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest
+from serve.call import Call
 from serve.clients import ModelClient
 from serve.config import PoolConfig
 from serve.deadline import Deadline
-from serve.engines.base import Chunk, GenerationRequest, ToolCall
+from serve.engines.base import Chunk
 from serve.quality_batcher import QualityBatcher
 from serve.slots import Slots
 from serve.state import MemoryStore, StateStore
@@ -53,54 +54,7 @@ from serve.telemetry.structured import output_checks
 
 RecordSink = Callable[[RequestRecord], None]
 
-
-@dataclass
-class Call:
-    """One routed request on its way to a model."""
-
-    request_id: str
-    endpoint: str
-    requested_model: str
-    decision: Decision
-    generation: GenerationRequest
-    budget: Budget
-    stream: bool
-    include_usage: bool
-    created: int
-    started: float
-    deadline: float
-    decision_s: float
-    route_request: RouteRequest | None = None
-    quality: dict[str, float] = field(default_factory=dict)
-    priority: Priority = Priority.NORMAL
-    key_name: str = ""
-    failovers: list[str] = field(default_factory=list)
-    reserved: bool = False  # admission already counted this call in its model's in-flight
-    cascade: bool = False
-    cascade_from: str = ""  # the cheap model whose answer was not confident enough
-    cascade_confidence: float | None = None
-    cascade_cost_usd: float = 0.0
-    route_class: str = ""
-    # filled in while running
-    ttft_s: float | None = None
-    e2e_s: float | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = ""
-    logprob_sum: float = 0.0
-    logprob_n: int = 0
-    text_parts: list[str] = field(default_factory=list)
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    status: int = 200
-    error_type: str = ""
-
-    @property
-    def model(self) -> str:
-        return self.decision.model
-
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
+__all__ = ["Call", "Gateway", "RecordSink"]
 
 
 class Gateway:
@@ -132,6 +86,11 @@ class Gateway:
         self._send_text = (m.drift.enabled and m.drift.reference is not None) or bool(
             m.recorder.path and (m.recorder.include_embedding or m.recorder.include_prompt_text))
         self._max_price = max(pool.models, key=lambda m: m.price.output_per_mtok + m.price.input_per_mtok)
+
+    def use_quality(self, quality: QualityPredictor, cascade_thresholds: Mapping[str, float]) -> None:
+        """Route the next requests on a new quality predictor (a reloaded profile)."""
+        self.quality, self._quality_batcher = quality, QualityBatcher(quality)
+        self.cascade_thresholds = dict(cascade_thresholds)
 
     @property
     def in_flight(self) -> dict[str, int]:

@@ -32,6 +32,7 @@ from serve.api.requests import priority_from, routing_text
 from serve.gateway import Call, Gateway
 from serve.quotas import NO_TICKET, Quotas, Ticket, reservation
 from serve.replica_load import poll_loads
+from serve.profile_watch import ProfileWatcher
 from serve.shadow import OutputChecks
 from serve.state import StateStore, build_store
 from serve.telemetry.link import TelemetryLink
@@ -102,12 +103,18 @@ class IngressCore:
         self._tasks: list[asyncio.Task[None]] = []
         self._charges: set[asyncio.Task[None]] = set()
         self.store_ready = False
+        self.profile = ProfileWatcher(pool.quality_profile, [m.name for m in pool.models],
+                                      lambda new: self.gateway.use_quality(new.predictor, new.cascade_thresholds),
+                                      interval_s=pool.quality_profile_reload_s) \
+            if pool.quality_profile and pool.quality_profile_reload_s > 0 else None
 
     def start_background(self) -> None:
         loop = asyncio.get_event_loop()
         self._tasks = [loop.create_task(self._flush_loop()), loop.create_task(self._health_loop()),
                        loop.create_task(self._load_loop()), loop.create_task(poll_loads(self.gateway.clients)),
                        loop.create_task(self.budgets.publish(self.telemetry))]
+        if self.profile is not None:
+            self._tasks.append(loop.create_task(self.profile.run()))
 
     # ------------------------------------------------------------------ telemetry plumbing
     def _gauges(self) -> dict[str, Any]:
@@ -320,7 +327,8 @@ class IngressCore:
             self.gateway.healthy[name] = bool(h["ready"])
         ready = all(h["ready"] for h in models.values()) and self.store_ready
         return JSONResponse({"status": "ready" if ready else "loading", "models": models,
-                             "state_store": {"name": self.store.name, "ready": self.store_ready}},
+                             "state_store": {"name": self.store.name, "ready": self.store_ready},
+                             "quality_profile": self.profile.info() if self.profile else None},
                             status_code=200 if ready else 503)
 
     async def metrics(self) -> Response:

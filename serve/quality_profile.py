@@ -149,9 +149,13 @@ def read_profile(path: str | Path) -> QualityProfile:
 
 
 def write_profile(profile: QualityProfile, path: str | Path) -> Path:
+    """Write atomically (a temporary file renamed over ``path``): a gateway that reloads the
+    profile while it is being replaced reads the old one or the new one, never half of one."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(profile.to_dict(), separators=(",", ":")) + "\n")
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(profile.to_dict(), separators=(",", ":")) + "\n")
+    os.replace(tmp, p)
     return p
 
 

@@ -28,6 +28,7 @@ class OutputChecks:
         self.shadow_model = cfg.shadow_model or max(pool.models, key=lambda m: m.prior_quality).name
         self.gateway = gateway
         self.telemetry = telemetry
+        self.keep_prompts = pool.monitoring.outcomes.path is not None and pool.monitoring.outcomes.include_prompt_text
         self._tasks: set[asyncio.Task[None]] = set()
 
     def schedule(self, call: Call) -> None:
@@ -70,9 +71,12 @@ class OutputChecks:
         except Exception:  # noqa: BLE001
             await self.telemetry.record_shadow_error.remote(**common)
             return
+        route = call.route_request
         await self.telemetry.record_shadow.remote(
             **common, predicted_quality=call.decision.prediction.quality, answer=call.text,
-            shadow_answer=answer, cost_usd=self._est_cost(shadow, call))
+            shadow_answer=answer, cost_usd=self._est_cost(shadow, call),
+            quality_class=route.quality_class if route is not None else None,
+            prompt=route.prompt if route is not None and self.keep_prompts else None)
 
     async def _probe(self, call: Call) -> None:
         model = call.model

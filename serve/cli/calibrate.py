@@ -1,6 +1,7 @@
 """``tiergate calibrate``: learn a quality profile from replay files.
 
     tiergate calibrate --train FILE [--train FILE ...] --out PROFILE [--encoder static]
+    tiergate calibrate --refresh PROFILE --live OUTCOMES [--live ...] --out PROFILE   (see serve/cli/refresh.py)
 
 Fits the per-model quality heads (router.quality.train), the cascade thresholds of every
 model whose answers carry a confidence (router.cascade), and writes a versioned JSON profile
@@ -95,6 +96,14 @@ def fit_profile(train: ReplaySet, encoder: Encoder, spec: EncoderSpec, *, cascad
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.refresh:
+        from serve.cli.refresh import run_refresh
+
+        if args.train:
+            raise ConfigError("give either --train (fit a new profile) or --refresh (recalibrate one), not both")
+        return run_refresh(args)
+    if not args.train:
+        raise ConfigError("calibrate needs --train FILE (or --refresh PROFILE --live FILE)")
     t0 = time.perf_counter()
     train = read_replay(args.train)
     out = Path(args.out)
@@ -114,8 +123,13 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("calibrate", help="learn a quality profile from replay files",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", action="append", required=True, metavar="FILE",
-                   help="replay JSON-lines file (repeatable)")
+    p.add_argument("--train", action="append", metavar="FILE", help="replay JSON-lines file (repeatable)")
+    p.add_argument("--refresh", metavar="PROFILE", help="instead of training: recalibrate this profile on live "
+                   "outcomes (--live) recorded by a gateway (monitoring.outcomes)")
+    p.add_argument("--live", action="append", metavar="FILE", help="live outcomes JSON-lines file (repeatable)")
+    p.add_argument("--min-outcomes", type=int, default=30, help="--refresh: a model needs this many outcomes")
+    p.add_argument("--prior-strength", type=float, default=10.0,
+                   help="--refresh: how many outcomes' worth of weight the old calibration keeps")
     p.add_argument("--out", required=True, metavar="PROFILE", help="where to write the profile (JSON)")
     p.add_argument("--encoder", choices=ENCODER_KINDS, default="static",
                    help="static: shipped distilled MiniLM table (fast, default); "

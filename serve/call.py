@@ -1,0 +1,59 @@
+"""One request's state on its way through the gateway: the decision it was routed on, what it asked
+the model for, and what came back (tokens, timings, text, tool calls, outcome)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from router import Budget, Decision, RouteRequest
+from router.admission import Priority
+from serve.engines.base import GenerationRequest, ToolCall
+
+
+@dataclass
+class Call:
+    """One routed request on its way to a model."""
+
+    request_id: str
+    endpoint: str
+    requested_model: str
+    decision: Decision
+    generation: GenerationRequest
+    budget: Budget
+    stream: bool
+    include_usage: bool
+    created: int
+    started: float
+    deadline: float
+    decision_s: float
+    route_request: RouteRequest | None = None
+    quality: dict[str, float] = field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    key_name: str = ""
+    failovers: list[str] = field(default_factory=list)
+    reserved: bool = False  # admission already counted this call in its model's in-flight
+    cascade: bool = False
+    cascade_from: str = ""  # the cheap model whose answer was not confident enough
+    cascade_confidence: float | None = None
+    cascade_cost_usd: float = 0.0
+    route_class: str = ""
+    # filled in while running
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    logprob_sum: float = 0.0
+    logprob_n: int = 0
+    text_parts: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    status: int = 200
+    error_type: str = ""
+
+    @property
+    def model(self) -> str:
+        return self.decision.model
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
