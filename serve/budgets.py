@@ -263,14 +263,15 @@ class Budgets:
         exhausted = bool(paid_usable) and min(paid_usable) > tightest.remaining
         zero_only = False
         if exhausted:
-            if not all(s.holder.budget.zero_cost_models for s in standings if min(paid_usable) > s.remaining):
-                raise self._exhausted(key, tightest, now)
             chosen = {m: c for m, c in costs.items() if c == 0}
+            short = [s for s in standings if min(paid_usable) > s.remaining]
+            if not chosen or not all(s.holder.budget.zero_cost_models for s in short):
+                raise self._exhausted(key, tightest, now)
             zero_only = True
         else:
             chosen = affordable(costs, cascade, tightest.remaining)
-        if not chosen:
-            raise self._unaffordable(key, tightest, costs, now) if costs else self._exhausted(key, tightest, now)
+            if not chosen:
+                raise self._unaffordable(key, tightest, costs, now)
         amount = reservation(list(chosen.values()), cascade)
         taken: list[Standing] = []
         if amount > 0:
@@ -306,8 +307,8 @@ class Budgets:
         whose = f"key {key.name!r}" if s.holder.kind == "key" else f"team {s.holder.name!r} of key {key.name!r}"
         return BudgetExhaustedError(
             f"{whose} has used its ${b.usd:g} {b.period} budget (${to_usd(max(0, s.spent)):.6f} spent or in flight); "
-            f"it resets at {s.end.isoformat()}" + ("" if b.zero_cost_models else
-                                                  "; no model priced 0 may be used meanwhile"),
+            f"it resets at {s.end.isoformat()}" + ("; models priced 0 still answer meanwhile" if b.zero_cost_models
+                                                  else "; no model priced 0 may be used meanwhile"),
             retry_after_s=max(1.0, s.end.timestamp() - now), resets_at=s.end.isoformat())
 
     def _unaffordable(self, key: ApiKey, s: Standing, costs: dict[str, int], now: float) -> BudgetExhaustedError:

@@ -1,4 +1,5 @@
-"""Spend budgets (serve/budgets.py) on real stores: the in-memory one and a real redis-server.
+"""Spend budgets (serve/budgets.py) on real stores: the in-memory one and a real redis-server
+(the session's ``redis_url``).
 
 Two ``Budgets`` on one store stand for two ingress replicas. The models are priced configs only
 (no engine runs here); the request path with real models is in test_budgets_e2e.py.
@@ -30,7 +31,6 @@ from serve.budgets import (
 from serve.state import MemoryStore, StoreUnavailableError
 from serve.state.redis_store import RedisStore
 from tests.serve.ingress_app import fake_pool
-from tests.serve.redis_server import RedisServer
 
 # USD per 1M tokens: a request of ~150 prompt-bound tokens and 100 output tokens costs ~$0.35 on
 # 'big', ~$0.035 on 'small'; 'free' costs nothing.
@@ -65,20 +65,13 @@ teams:
 ALICE, BOB, CAROL, DAVE, ERIN = KEYS.keys
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.close()
-
-
 @pytest_asyncio.fixture(params=["memory", "redis"], loop_scope="module")
-async def store(request, redis_server):
+async def store(request, redis_url):
     """A fresh store (the Redis one emptied first)."""
     if request.param == "memory":
         yield MemoryStore()
         return
-    s = RedisStore(redis_server.url, timeout_s=2.0)
+    s = RedisStore(redis_url, timeout_s=2.0)
     await s._redis.flushdb()
     yield s
     await s.close()
