@@ -9,7 +9,13 @@ Every request ends in exactly one outcome:
 - ``failed``: an error without such a cause (a 500/502, an error object missing, a stream
   that stops without ``[DONE]``, a malformed body);
 - ``lost``: no answer at all (the connection failed or was dropped);
-- ``timeout``: the client's own limit ran out.
+- ``timeout``: the client's own limit ran out;
+- ``dropped``: the client itself hung up after the stream's first line, as planned
+  (``PlannedRequest.drop``), as users who stop reading do.
+
+Besides the latencies of the answer, ``headers_s`` is when the status line and headers came
+(the first token for a stream, the whole answer otherwise, the refusal for an error), and
+``retry_after`` the ``Retry-After`` header of a refusal.
 
 Budgets are judged on the client's side: latency on the end-to-end time the client saw,
 cost on the usage the gateway returned times the pool's prices, quality on the answer itself:
@@ -50,7 +56,7 @@ class RequestResult:
     policy: str
     requested_model: str
     stream: bool
-    outcome: str  # ok | rejected | failed | lost | timeout
+    outcome: str  # ok | rejected | failed | lost | timeout | dropped
     status: int = 0
     error: str = ""
     model: str = ""
@@ -72,6 +78,8 @@ class RequestResult:
     latency_met: bool | None = None  # None: the class sets no such budget
     quality_met: bool | None = None  # the scored answer is correct
     cost_met: bool | None = None
+    headers_s: float | None = None  # status and headers arrived, from sending
+    retry_after: str | None = None  # a refusal's Retry-After header
 
     @property
     def budget_met(self) -> bool:
@@ -125,8 +133,11 @@ def _take(acc: _Acc, obj: dict[str, Any], now: float) -> None:
         acc.info = obj["tiergate"]
 
 
-async def _read_stream(resp: httpx.Response, acc: _Acc, t_send: float) -> None:
+async def _read_stream(resp: httpx.Response, acc: _Acc, t_send: float, drop: bool = False) -> bool:
+    """Read the SSE stream into ``acc``; with ``drop``, stop after its first line: True when dropped."""
     async for line in resp.aiter_lines():
+        if drop:
+            return True
         if not line.startswith("data:"):
             continue
         payload = line[5:].strip()
@@ -138,6 +149,7 @@ async def _read_stream(resp: httpx.Response, acc: _Acc, t_send: float) -> None:
             _take(acc, json.loads(payload), now)
         except json.JSONDecodeError:
             acc.error = acc.error or f"malformed SSE event: {payload[:80]!r}"
+    return False
 
 
 async def send(client: httpx.AsyncClient, req: PlannedRequest, model: str, policy: str,
@@ -152,12 +164,15 @@ async def send(client: httpx.AsyncClient, req: PlannedRequest, model: str, polic
     acc = _Acc()
     status = 0
     headers: httpx.Headers | None = None
+    headers_s = None
+    dropped = False
     try:
         async with client.stream("POST", PATHS[req.endpoint], json=body, headers=req.headers,
                                  timeout=httpx.Timeout(timeout_s)) as resp:
+            headers_s = time.perf_counter() - t_send
             status, headers = resp.status_code, resp.headers
             if status == 200 and stream:
-                await _read_stream(resp, acc, t_send)
+                dropped = await _read_stream(resp, acc, t_send, drop=req.drop)
             else:
                 raw = await resp.aread()
                 try:
@@ -178,7 +193,10 @@ async def send(client: httpx.AsyncClient, req: PlannedRequest, model: str, polic
     e2e = time.perf_counter() - t_send
     h = headers or httpx.Headers()
     common = dict(base, status=status, sent_s=sent_s, e2e_s=e2e, model=h.get("x-tiergate-model", acc.model),
-                  route_reason=h.get("x-tiergate-route-reason", ""))
+                  route_reason=h.get("x-tiergate-route-reason", ""), headers_s=headers_s,
+                  retry_after=h.get("retry-after"))
+    if dropped:
+        return RequestResult(**common, outcome="dropped")
     if status != 200:
         caused = status in CAUSED and bool(acc.error) and "without an error object" not in acc.error
         return RequestResult(**common, outcome="rejected" if caused else "failed", error=acc.error)

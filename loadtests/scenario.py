@@ -11,8 +11,9 @@ same order at the same times.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +74,8 @@ class RequestClass(_Frozen):
     budget_via: Literal["body", "headers"] = "body"
     prompts: tuple[str, ...] = ()
     labelled: LabelledSpec | None = None
+    drop_after_first: float = Field(default=0.0, ge=0, le=1, description="share of this class's streams the "
+                                    "client drops after the first line it reads (seeded per request)")
 
     @model_validator(mode="after")
     def _source(self) -> "RequestClass":
@@ -80,6 +83,8 @@ class RequestClass(_Frozen):
             raise ValueError(f"class {self.name}: give either prompts or labelled (one of them)")
         if self.prompts and self.max_tokens is None:
             raise ValueError(f"class {self.name}: max_tokens is required with prompts")
+        if self.drop_after_first and not self.stream:
+            raise ValueError(f"class {self.name}: drop_after_first needs stream: true")
         if self.budget.min_quality is not None and self.labelled is None:
             raise ValueError(f"class {self.name}: a quality floor (min_quality) is judged on answers scored "
                              "against gold, so the class must draw labelled items")
@@ -183,6 +188,7 @@ class PlannedRequest:
     headers: dict[str, str]
     budget: BudgetSpec
     item: Mapping[str, Any] | None = None  # the labelled item sent, scored against its gold answer
+    drop: bool = False  # the client hangs up after the first line of the stream
 
 
 def _body(c: RequestClass, prompt: str, seed: int, max_tokens: int | None) -> dict[str, Any]:
@@ -247,4 +253,16 @@ def plan(scenario: Scenario, n: int, rate: float | None, seed: int | None = None
         out.append(PlannedRequest(index=i, klass=c.name, endpoint=c.endpoint, at_s=float(times[i]),
                                   body=_body(c, prompt, int(rng.integers(1 << 31)), max_tokens),
                                   headers=_headers(c), budget=c.budget, item=item))
-    return out
+    return _drops(scenario, out)
+
+
+def _drops(scenario: Scenario, reqs: list[PlannedRequest]) -> list[PlannedRequest]:
+    """Mark each class's share of streams the client drops: exactly that share (rounded) of the class's
+    requests, drawn apart from the plan's own generator, so a scenario without drops plans as before."""
+    for c in scenario.classes:
+        mine = [r.index for r in reqs if r.klass == c.name]
+        if c.drop_after_first and mine:
+            draw = random.Random(f"{scenario.seed}/drop/{c.name}")
+            for i in draw.sample(mine, round(c.drop_after_first * len(mine))):
+                reqs[i] = replace(reqs[i], drop=True)
+    return reqs
