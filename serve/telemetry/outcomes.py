@@ -8,13 +8,12 @@ measured class accuracy (tools, json_schema) are marked so, and the refresh leav
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from serve.telemetry.jsonl import JsonLines
 
 
 class OutcomesConfig(BaseModel):
@@ -28,19 +27,13 @@ class OutcomesConfig(BaseModel):
 
 
 class OutcomeRecorder:
-    """Appends one JSON line per live outcome; thread-safe; stops at ``max_bytes``."""
+    """Appends one JSON line per live outcome (flushed at once: a refresh may read it any time)."""
 
     def __init__(self, config: OutcomesConfig) -> None:
         if config.path is None:
             raise ValueError("OutcomeRecorder needs config.path")
         self.config = config
-        self.path = Path(config.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._file = self.path.open("a", encoding="utf-8")
-        self._size = self.path.stat().st_size
-        self.written = 0
-        self.dropped = 0
+        self.file = JsonLines(config.path, config.max_bytes, flush_each=True)
 
     def record(self, *, model: str, shadow_model: str, route_class: str, quality_class: str | None,
                predicted_quality: float | None, agree: bool, similarity: float, prompt: str | None) -> bool:
@@ -50,17 +43,7 @@ class OutcomeRecorder:
                                 "outcome": 1 if agree else 0, "similarity": round(float(similarity), 4)}
         if self.config.include_prompt_text and prompt is not None:
             line["prompt"] = prompt
-        data = json.dumps(line, separators=(",", ":")) + "\n"
-        with self._lock:
-            if self._size + len(data) > self.config.max_bytes:
-                self.dropped += 1
-                return False
-            self._file.write(data)
-            self._file.flush()
-            self._size += len(data.encode("utf-8"))
-            self.written += 1
-        return True
+        return self.file.append(line)
 
     def close(self) -> None:
-        with self._lock:
-            self._file.close()
+        self.file.close()

@@ -8,12 +8,9 @@ never the API key name, and never prompt text unless ``include_prompt_text`` is 
 
 from __future__ import annotations
 
-import json
-import threading
-from pathlib import Path
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve.telemetry.jsonl import JsonLines
 from serve.telemetry.records import RequestRecord
 from serve.telemetry.features import record_to_dict
 
@@ -36,37 +33,29 @@ class FeatureRecorder:
         if config.path is None:
             raise ValueError("FeatureRecorder needs config.path")
         self.config = config
-        self.path = Path(config.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._file = self.path.open("a", encoding="utf-8")
-        self._size = self.path.stat().st_size
-        self.written = 0
-        self.dropped = 0
+        self.file = JsonLines(config.path, config.max_bytes)
+        self.path = self.file.path
+
+    @property
+    def written(self) -> int:
+        return self.file.written
+
+    @property
+    def dropped(self) -> int:
+        return self.file.dropped
 
     def record(self, rec: RequestRecord, prompt_text: str | None = None) -> bool:
         """Write ``rec``; ``prompt_text`` is stored only when the config allows it. False if full."""
         line = record_to_dict(rec, include_embedding=self.config.include_embedding)
         if self.config.include_prompt_text and prompt_text is not None:
             line["prompt"] = prompt_text
-        data = json.dumps(line, separators=(",", ":")) + "\n"
-        with self._lock:
-            if self._size + len(data) > self.config.max_bytes:
-                self.dropped += 1
-                return False
-            self._file.write(data)
-            self._size += len(data.encode("utf-8"))
-            self.written += 1
-        return True
+        return self.file.append(line)
 
     def flush(self) -> None:
-        with self._lock:
-            self._file.flush()
+        self.file.flush()
 
     def close(self) -> None:
-        with self._lock:
-            if not self._file.closed:
-                self._file.close()
+        self.file.close()
 
     def __enter__(self) -> FeatureRecorder:
         return self
