@@ -156,14 +156,18 @@ DRIFT_WINDOW_S = 8
 EXEMPT: dict[str, str] = {}  # every query must return data (embedding drift included)
 
 
-def _monitored_pool(reference: str) -> dict:
+MONITOR_KEY = "monitor-key-0123456789"
+
+
+def _monitored_pool(reference: str, keys_file: str) -> dict:
     import yaml
 
     from tests.conftest import CPU_POOL
 
     pool = yaml.safe_load(CPU_POOL.read_text())
     pool["name"] = "monitored"
-    pool["auth"] = {"enabled": False}
+    # one key with a (roomy) spend budget, so that the budget panels have a standing to show
+    pool["auth"] = {"enabled": True, "keys_file": keys_file}
     pool["monitoring"] = {
         # one short tumbling window, so that windows close (and are scored) within the test; it
         # keeps the label 15m that the drift alert selects
@@ -187,7 +191,9 @@ def monitored(tmp_path, serve_cluster):
     rows = [row_from_record(r) for r in records(TrafficShape(models=(SMALL, LARGE)), 400, seed=1,
                                                         embed=SentenceTransformerEmbedder().embed) if counts_for_drift(r)]
     Reference.build(rows, source="generated traffic").save(ref)
-    app = serve_cluster.deploy("monitored", {"pool_config": _monitored_pool(str(ref))}, "/monitored")
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"keys: [{{name: monitor, key: {MONITOR_KEY}, budget: {{usd: 1000, period: month}}}}]\n")
+    app = serve_cluster.deploy("monitored", {"pool_config": _monitored_pool(str(ref), str(keys))}, "/monitored")
     try:
         yield app
     finally:
@@ -203,7 +209,8 @@ def test_every_query_against_the_live_gateway_with_monitoring(tmp_path, monitore
     a long range return data as soon as the range holds two samples."""
     prom = _scrape(tmp_path, monitored.base_url)
     try:
-        with httpx.Client(base_url=monitored.api, timeout=120) as client:
+        with httpx.Client(base_url=monitored.api, timeout=120,
+                          headers={"authorization": f"Bearer {MONITOR_KEY}"}) as client:
             # pinned to the cheap model (shadowed by the strongest, probed), routed, pinned to the
             # strongest (probed only), and one unknown model (a 404 for the error panels)
             for i, model in enumerate((SMALL, "auto", SMALL, LARGE, SMALL)):
