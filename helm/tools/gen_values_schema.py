@@ -98,6 +98,53 @@ def api_key_defs() -> dict[str, JsonSchema]:
     return defs
 
 
+# ----------------------------------------------------------------------------- Ray Serve autoscaling
+# The autoscaling_config fields the chart passes on to Ray Serve, with Ray's own bounds and descriptions.
+AUTOSCALING_FIELDS = ("min_replicas", "initial_replicas", "max_replicas", "target_ongoing_requests",
+                      "upscale_delay_s", "downscale_delay_s", "upscaling_factor", "downscaling_factor",
+                      "look_back_period_s")
+
+
+def autoscaling_defs() -> dict[str, JsonSchema]:
+    """``ServeAutoscalingConfig``: a subset of Ray Serve's ``AutoscalingConfig`` model, closed to typos.
+
+    ``min_replicas`` is at least 1: scaled to zero, a model is never healthy in the gateway's eyes, so
+    it is never routed to and never scales up again; the ingress at zero is no gateway at all.
+    """
+    from ray.serve.config import AutoscalingConfig
+
+    ray_fields = _strip_titles(AutoscalingConfig.model_json_schema())["properties"]
+    properties = {name: {k: v for k, v in ray_fields[name].items() if k != "default"} for name in AUTOSCALING_FIELDS}
+    properties["min_replicas"] |= {"minimum": 1, "description": "The minimum number of replicas (at least 1: a "
+                                   "deployment scaled to zero is never healthy to the gateway, so never routed to)."}
+    return {"ServeAutoscalingConfig": {
+        "type": "object",
+        "description": "Ray Serve autoscaling_config of a deployment (ray.serve.config.AutoscalingConfig fields)",
+        "properties": properties,
+        "required": ["min_replicas", "max_replicas"],
+        "additionalProperties": False,
+    }}
+
+
+def serve_autoscaling(what: str, *, per_model: bool = False) -> JsonSchema:
+    config = {"$ref": "#/$defs/ServeAutoscalingConfig", "type": "object",
+              "description": f"Ray Serve autoscaling_config of {what} (min_replicas, max_replicas, "
+                             "target_ongoing_requests, upscale_delay_s, downscale_delay_s, ...)"}
+    fields: dict[str, JsonSchema] = {
+        "enabled": leaf("boolean", f"autoscale {what} by load (replaces fixed replicas)"),
+        "config": config,
+    }
+    if per_model:
+        fields["perModel"] = {
+            "type": "object", "description": "by pool model name: autoscaling_config fields that replace config's "
+                                             "for that model",
+            "additionalProperties": {"type": "object", "properties": {
+                k: {"$ref": f"#/$defs/ServeAutoscalingConfig/properties/{k}"} for k in AUTOSCALING_FIELDS},
+                "additionalProperties": False},
+        }
+    return obj(fields, f"Ray Serve autoscaling of {what}")
+
+
 # ----------------------------------------------------------------------------- helpers
 def obj(properties: dict[str, JsonSchema], description: str = "", *, required: tuple[str, ...] = (),
         closed: bool = True) -> JsonSchema:
@@ -207,6 +254,11 @@ def chart_schema() -> JsonSchema:
             "proxyLocation": leaf("string", "where Serve runs HTTP proxies",
                                   enum=["EveryNode", "HeadOnly", "Disabled"]),
             "runtimeEnv": k8s("object", "extra Serve runtime_env of the application"),
+            "ingressReplicas": count("gateway (ingress) replicas: the pool's ingress_replicas; 0: the pool's own"),
+            "autoscaling": obj({
+                "ingress": serve_autoscaling("the gateway's ingress"),
+                "models": serve_autoscaling("each model deployment", per_model=True),
+            }, "Ray Serve autoscaling (replicas by load); the Ray autoscaler (autoscaling) adds the nodes they need"),
         }, "Ray Serve application settings"),
         "image": obj({
             "repository": leaf("string", "repository of the images built from deploy/docker/", minLength=1),
@@ -275,6 +327,19 @@ def chart_schema() -> JsonSchema:
                       "items": {"$ref": "#/$defs/Team"}},
             "mountPath": leaf("string", "directory the Secret is mounted at", pattern="^/"),
         }, "API keys"),
+        "state": obj({
+            "store": leaf("string", "where the counters every ingress replica shares live (the pool's state.store): "
+                                    "auto (memory with one replica, a Ray actor with several), memory, ray, redis; "
+                                    "\"\": the pool's own", enum=["", "auto", "memory", "ray", "redis"]),
+            "onUnavailable": leaf("string", "when the store cannot be reached: closed (503) or open (admit without "
+                                            "the shared checks); \"\": the pool's own", enum=["", "closed", "open"]),
+            "redis": obj({
+                "url": leaf("string", "Redis URL (redis://[:password@]host:port/db), kept in a chart-made Secret",
+                            pattern=r"^$|^rediss?://"),
+                "existingSecret": leaf("string", "existing Secret holding the Redis URL, instead of url"),
+                "secretKey": leaf("string", "key of the Secret holding the URL", minLength=1),
+            }, "Redis of the state store, given to every Ray container as env TIERGATE_REDIS_URL"),
+        }, "shared state of the ingress replicas (quotas, admission, breakers)"),
         "podDisruptionBudget": obj({
             "enabled": leaf("boolean", "create a PodDisruptionBudget over the Ray pods"),
             "maxUnavailable": count("Ray pods that may be evicted at once", minimum=1),
@@ -302,8 +367,37 @@ def chart_schema() -> JsonSchema:
         "type": "object",
         "properties": properties,
         "additionalProperties": False,
-        "$defs": _merge_defs(pool_defs(), api_key_defs()),
+        "$defs": _merge_defs(pool_defs(), api_key_defs(), autoscaling_defs()),
+        "allOf": invalid_combinations(),
     }
+
+
+def _when(condition: JsonSchema, then: JsonSchema) -> JsonSchema:
+    return {"if": condition, "then": then}
+
+
+def _at(path: str, schema: JsonSchema, *, present: bool = True) -> JsonSchema:
+    """``schema`` for the value at a dotted ``path`` of the values (which must be there when ``present``)."""
+    *parents, last = path.split(".")
+    node: JsonSchema = {"properties": {last: schema}, **({"required": [last]} if present else {})}
+    for key in reversed(parents):
+        node = {"properties": {key: node}, "required": [key]}
+    return node
+
+
+def invalid_combinations() -> list[JsonSchema]:
+    """Values that each pass alone and fail together; the error names the value to change."""
+    several_ingress = {"anyOf": [_at("serve.ingressReplicas", {"minimum": 2}),
+                                 _at("serve.autoscaling.ingress.enabled", {"const": True})]}
+    return [
+        # one replica's memory cannot be shared: several replicas need the Ray actor or Redis
+        _when({"allOf": [_at("state.store", {"const": "memory"}), several_ingress]},
+              _at("state.store", {"enum": ["auto", "ray", "redis"],
+                                  "description": "memory is one replica's: use auto, ray or redis"})),
+        # the Redis URL comes from one place
+        _when(_at("state.redis.existingSecret", {"minLength": 1}),
+              _at("state.redis.url", {"const": "", "description": "one of url and existingSecret"}, present=False)),
+    ]
 
 
 def _merge_defs(*parts: dict[str, JsonSchema]) -> dict[str, JsonSchema]:

@@ -1,5 +1,5 @@
 """The chart renders, lints clean, and every object it renders is valid for Kubernetes, for
-KubeRay and for our own Serve app, with the default, CPU-example and GPU-example values."""
+KubeRay and for our own Serve app, with the default, CPU-example, GPU-example and scale-out-example values."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ VALUE_SETS = {
     "default": None,
     "cpu": example_values("values-cpu.yaml"),
     "gpu": example_values("values-gpu.yaml"),
+    "scale-out": example_values("values-scale-out.yaml"),
 }
 CORE_KINDS = {"ConfigMap", "Ingress", "PodDisruptionBudget", "Secret", "Service"}
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
@@ -114,8 +115,10 @@ def test_serve_config_is_valid_for_ray_serve_and_for_our_app(rendered):
     assert pool.auth.enabled  # apiKeys.enabled (the default) turns the gateway's auth on
     if name in expected:
         assert pool == with_auth_on(load_pool(expected[name]))
-    else:
+    elif name == "gpu":
         assert {m.engine for m in pool.models} == {"vllm"}
+    else:  # scale-out: the CPU pool with its replicas and state store set by the chart (test_chart_scale_out)
+        assert [m.name for m in pool.models] == [m.name for m in load_pool(DEPLOY / "pools" / "cpu-default.yaml").models]
 
 
 def test_serve_config_numbers_survive_templating():

@@ -10,6 +10,7 @@ import helm_python as helm
 import pytest
 import yaml
 
+from router.errors import ConfigError
 from serve.config import load_pool, parse_pool
 from tests.helm.chart import CHART, DEPLOY, ROOT, chart, example_values, render
 
@@ -44,11 +45,14 @@ def test_schema_and_readme_table_are_generated_from_the_current_code():
 def test_every_value_in_values_yaml_has_a_readme_row():
     table = (CHART / "README.md").read_text()
     for key in ("workerGroups.gpu.gpus", "workerGroups.cpu.replicas", "apiKeys.existingSecret",
-                "metrics.serviceMonitor.enabled", "grafanaDashboards.label", "upgradeStrategy.type", "pool"):
+                "metrics.serviceMonitor.enabled", "grafanaDashboards.label", "upgradeStrategy.type", "pool",
+                "serve.ingressReplicas", "serve.autoscaling.ingress.config", "serve.autoscaling.models.perModel",
+                "state.store", "state.redis.existingSecret"):
         assert f"| `{key}` |" in table
 
 
-@pytest.mark.parametrize("name", ["values.yaml", "examples/values-cpu.yaml", "examples/values-gpu.yaml"])
+@pytest.mark.parametrize("name", ["values.yaml", "examples/values-cpu.yaml", "examples/values-gpu.yaml",
+                                  "examples/values-scale-out.yaml"])
 def test_shipped_values_pass_the_schema(name):
     values = helm.values_from_yaml((CHART / name).read_text())
     chart().validate_schema(chart().merge_values(values))
@@ -97,7 +101,7 @@ def test_pool_schema_agrees_with_the_gateway_on_unknown_pool_fields():
     pool = a_pool()
     pool["models"][0]["temperature"] = 0.2
     assert "/pool/models/0" in rejected({"pool": pool})
-    with pytest.raises(Exception, match="temperature"):
+    with pytest.raises(ConfigError, match=r"models\.0\.temperature: Extra inputs are not permitted"):
         parse_pool(pool)
 
 
