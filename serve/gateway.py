@@ -262,8 +262,8 @@ class Gateway:
                 if not started:
                     started = True
                     deadline.reschedule(loop_now + (call.deadline - began))
-                if first_at is None and (chunk.text or chunk.finish_reason):
-                    first_at = self.clock()
+                if first_at is None and (chunk.text or chunk.finish_reason or chunk.completion_tokens):
+                    first_at = self.clock()  # a tool call's text is held back: its first token still counts
                 self._account(call, chunk)
                 yield chunk
         except (EngineError, OverloadedError) as err:
