@@ -149,3 +149,26 @@ async def test_real_answers_are_checked_recorded_and_traced(real_ingress):
     assert call["gen_ai.response.finish_reasons"] == ("tool_calls",)
     assert spans[3].attributes["tiergate.request.tool_choice"] == "function:get_weather"
     assert "tiergate.response.tool_calls" not in spans[3].attributes
+
+
+async def test_a_tool_call_teaches_the_latency_model_its_first_token_not_its_last(real_ingress):
+    """The call's text is held back until it is complete; the latency model still learns when the first
+    token came (had it learned the end, every later prediction would carry the whole call as prefill)."""
+    from tests.serve.conftest import ASK, WEATHER
+    from tests.serve.ingress_app import client
+
+    core, _ = real_ingress
+    seen = []
+    learn = core.gateway.latency.observe
+    core.gateway.latency.observe = lambda model, obs: (seen.append(obs), learn(model, obs))
+    try:
+        async with client(core) as c:
+            r = await c.post("/chat/completions", json={"model": QWEN, "messages": ASK, "tools": [WEATHER],
+                                                        "temperature": 0, "max_tokens": 48})
+    finally:
+        core.gateway.latency.observe = learn
+    assert r.json()["choices"][0]["finish_reason"] == "tool_calls"
+    (obs,) = seen
+    assert obs.output_tokens > 5
+    decode_ms = (obs.e2e_ms - obs.ttft_ms) / (obs.output_tokens - 1)
+    assert decode_ms > 5, obs  # ~37 ms a token on this CPU; ~0 if the first token were taken at the end
