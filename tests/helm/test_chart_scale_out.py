@@ -17,7 +17,7 @@ from ray.serve.schema import ServeDeploySchema
 from serve.app import build_app, pool_from_args
 from serve.config import PoolConfig
 from serve.state import ENV_REDIS_URL, store_name
-from tests.helm.chart import DEPLOY, by_kind, chart, example_values, pod_templates, render
+from tests.helm.chart import DEPLOY, by_kind, chart, example_values, pod_templates, render, render_raw
 
 SCALE_OUT = example_values("values-scale-out.yaml")
 REDIS_URL = "redis://:s3cret@redis-master.redis.svc:6379/0"
@@ -205,3 +205,12 @@ def test_a_pool_that_keeps_memory_cannot_have_several_ingress_replicas():
                                                    r"apart, but the gateway has 2 ingress replicas"):
         render({"pool": pool, "serve": {"ingressReplicas": 2}})
     assert pool_of({"pool": pool}).state.store == "memory"  # one replica: fine
+
+
+def test_notes_say_how_the_gateway_scales_and_where_its_state_lives():
+    notes = render_raw(SCALE_OUT)["tiergate/templates/NOTES.txt"]
+    assert ("Gateway: 2 to 6 ingress replicas (Serve autoscaling), state store redis (URL from the Secret "
+            "tiergate-redis, key redis-url); models autoscaled by Serve.") in notes
+    assert "Gateway: 1 ingress replica(s), state store auto (memory)." in render_raw(None)["tiergate/templates/NOTES.txt"]
+    notes = render_raw({"serve": {"ingressReplicas": 3}})["tiergate/templates/NOTES.txt"]
+    assert "Gateway: 3 ingress replica(s), state store auto (a Ray actor)." in notes
