@@ -69,21 +69,14 @@ def _kill_all(procs: list[psutil.Process]) -> list[psutil.Process]:
 
 
 @dataclass
-class Node:
-    name: str
-    proc: subprocess.Popen
-    resources: dict[str, float]
-
-
-@dataclass
 class LocalCluster:
-    """Ray nodes started by ``ray start --block`` on this machine, each in its own session (process group)."""
+    """Ray nodes started by ``ray start --block`` on this machine, each in a session of its own."""
 
     root: Path
     gcs_port: int = field(default_factory=free_port)
     dashboard_port: int = field(default_factory=free_port)
     token: str = field(default_factory=lambda: secrets.token_hex(32))
-    nodes: dict[str, Node] = field(default_factory=dict)
+    nodes: dict[str, subprocess.Popen] = field(default_factory=dict)  # name -> its `ray start --block`
 
     @property
     def id(self) -> str:
@@ -100,7 +93,7 @@ class LocalCluster:
             env[MARKER] = f"{self.id}/{node}"
         return env
 
-    def start(self, name: str, *, num_cpus: float, resources: dict[str, float], head: bool = False) -> Node:
+    def start(self, name: str, *, num_cpus: float, resources: dict[str, float], head: bool = False) -> None:
         args = [RAY, "start", "--block", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}",
                 "--object-store-memory=200000000", "--min-worker-port=0", "--max-worker-port=0",
                 f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
@@ -111,25 +104,23 @@ class LocalCluster:
                      f"--ray-client-server-port={free_port()}"]
         else:
             args += [f"--address=127.0.0.1:{self.gcs_port}"]
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - kept open by the node's processes
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env(name), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        node = self.nodes[name] = Node(name, proc, resources)
-        return node
+        with open(self.root / f"{name}.log", "ab") as log:
+            self.nodes[name] = subprocess.Popen(args, cwd=ROOT, env=self.env(name), stdout=log,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                start_new_session=True)
 
     def kill(self, name: str) -> int:
         """The node dies at once, as a machine does: SIGKILL to every process it started, all together.
 
         They are all descendants of its ``ray start --block`` (Ray's workers have process groups of their own)."""
-        node = self.nodes.pop(name)
+        proc = self.nodes.pop(name)
         try:
-            root = psutil.Process(node.proc.pid)
+            root = psutil.Process(proc.pid)
             tree = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             tree = []
         alive = _kill_all(tree)
-        node.proc.wait(timeout=10)
+        proc.wait(timeout=10)
         assert not alive, f"node {name}: processes still alive after SIGKILL: {alive}"
         return len(tree)
 
