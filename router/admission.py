@@ -12,7 +12,9 @@ predicted for it there (``Prediction.wait_ms``, from the requests already on the
 within the request's bound, the smaller of its latency budget and the pool's maximum queue
 wait. A request no model can take within its bound is refused at once (``queue_wait_exceeded``)
 rather than left to wait out its deadline, with a ``Retry-After`` of the time until the
-shortest of those waits is back within the bound. Admitted requests are never shed later.
+shortest of those waits is back within the bound. Admitted requests are never shed later; a
+request whose model failed before its first token fails over only to a model it can still wait
+for within what is left of its bound (:func:`still_within_wait`).
 """
 
 from __future__ import annotations
@@ -138,3 +140,9 @@ def within_wait(decision: Decision, order: Sequence[str], bound: WaitBound | Non
         f"every eligible model would keep this request waiting about {shortest / 1000:.1f}s for a slot, "
         f"longer than {bound.source} ({bound.ms / 1000:g}s); retry later",
         retry_after_s=retry_after_s, code="queue_wait_exceeded")
+
+
+def still_within_wait(decision: Decision, bound: WaitBound | None, waited_ms: float) -> bool:
+    """Whether a request that has waited ``waited_ms`` already (its first model failed) may still
+    queue for ``decision``'s model within its bound."""
+    return bound is None or decision.prediction.wait_ms <= bound.ms - waited_ms

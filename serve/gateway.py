@@ -25,7 +25,9 @@ from router import (
     Router,
     merge_budget,
 )
-from router.admission import Capacity, Priority, admission_order, redirected, wait_bound, within_wait
+from router.admission import (
+    Capacity, Priority, admission_order, redirected, still_within_wait, wait_bound, within_wait,
+)
 from router.breaker import BreakerPolicy, CircuitBreakers
 from router.cascade import escalated, should_escalate, with_cascade
 from router.errors import (
@@ -232,7 +234,9 @@ class Gateway:
             return None
         # an escalated cascade does not fall back to the model whose answer it refused
         tried = frozenset([*call.failovers, failed, *([call.cascade_from] if call.cascade_from else [])])
-        return self.router.fallback(call.route_request, self.loads(), call.quality, tried)
+        nxt = self.router.fallback(call.route_request, self.loads(), call.quality, tried)
+        bound = wait_bound(call.budget, self.pool.limits.max_queue_wait_ms)  # only where it may still wait
+        return nxt if nxt and still_within_wait(nxt, bound, (self.clock() - call.started) * 1000) else None
 
     async def _attempt(self, call: Call, model: str) -> AsyncIterator[Chunk]:
         """One model's try. Failures before its first chunk raise _Failover; later ones propagate."""

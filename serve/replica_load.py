@@ -4,8 +4,9 @@ A model replica (``ModelServer``) reports what its engine is doing as a :class:`
 requests running and waiting (the engine's own figures: llama.cpp's lock queue, vLLM's
 scheduler), its recent time to first token (its own queue included) and time per output token,
 and how long it takes at present to finish one more request while busy (``drain_ms``: its busy
-time per finished request, a recent mean, and at least the time since its last request finished
-while it has been busy), stamped with the replica's id and a sequence number. ``drain_ms``
+time per finished request, the larger of a recent mean and the last one, and at least the time
+since its last request finished while it has been busy: quick to follow a slowdown, slow to trust
+a speed-up), stamped with the replica's id and a sequence number. ``drain_ms``
 is what each request ahead adds to a new request's wait, measured where the work is done: it
 follows the real prompts and outputs and the CPU the replica actually gets. The report travels
 two ways:
@@ -97,6 +98,7 @@ class ReplicaMeter:
         self._ttft = _Mean()
         self._tpot = _Mean()
         self._drain = _Mean()
+        self._last_drain: float | None = None
         self._inside = 0  # streams in progress (running or waiting for the engine)
         self._busy_mark = 0.0  # busy time is counted up to here
         self._busy_ms = 0.0  # busy time since the last request finished
@@ -105,7 +107,7 @@ class ReplicaMeter:
         """The engine's load now; its own TTFT/TPOT when it measures them (vLLM), else this meter's."""
         load = self.engine.load()
         ttft_s, tpot_s = load.extra.get("ttft_s"), load.extra.get("tpot_s")
-        drain = self._drain.value
+        drain = None if self._drain.value is None else max(self._drain.value, self._last_drain or 0.0)
         if self._inside:  # busy since the last finish: the next one takes at least that long
             streak = self._busy_ms + (self.clock() - self._busy_mark) * 1000
             drain = max(drain or 0.0, streak)
@@ -125,6 +127,7 @@ class ReplicaMeter:
         self._busy_mark = now
         self._inside -= 1
         self._drain.add(self._busy_ms)  # a finished request (or a cancelled one: its slot is free too)
+        self._last_drain = self._busy_ms
         self._busy_ms = 0.0
 
     async def metered(self, batches: AsyncIterator[list[Chunk]]) -> AsyncIterator[list[Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from router import Budget, LatencyModel, LatencyPrior, ModelCard, ModelLoad, Observation, Price, RouteRequest, Router
-from router.admission import WaitBound, admission_order, wait_bound, within_wait
+from router.admission import WaitBound, admission_order, still_within_wait, wait_bound, within_wait
 from router.errors import OverloadedError
 
 
@@ -118,3 +118,14 @@ def test_retry_after_is_at_least_a_second():
     with pytest.raises(OverloadedError) as exc:
         within_wait(d, admission_order(d), WaitBound(smallest - 10, "its latency budget"))
     assert exc.value.retry_after_s == 1.0
+
+
+def test_a_failover_queues_only_within_what_is_left_of_the_bound():
+    r = router()
+    d = r.decide(req(), {"large": ModelLoad(in_flight=2)}, {})
+    bound = WaitBound(10_000, "its latency budget")
+    large = r.fallback(req(), {"large": ModelLoad(in_flight=2)}, {}, frozenset({"small"}))
+    assert large.model == "large" and 0 < large.prediction.wait_ms < 10_000
+    assert still_within_wait(large, bound, waited_ms=10_000 - large.prediction.wait_ms - 1)
+    assert not still_within_wait(large, bound, waited_ms=10_000 - large.prediction.wait_ms + 1)
+    assert still_within_wait(d, None, waited_ms=1e9)

@@ -117,15 +117,19 @@ async def test_drain_is_busy_time_per_finished_request():
     assert meter.report().drain_ms == pytest.approx(3000)
     clock.t += 100  # idle time is not counted
     await _drive(meter, clock, [2.0])
-    assert meter.report().drain_ms == pytest.approx(2800)  # 3000 + 0.2 * (2000 - 3000)
+    assert meter.report().drain_ms == pytest.approx(2800)  # the mean: 3000 + 0.2 * (2000 - 3000)
+    await _drive(meter, clock, [9.0])
+    assert meter.report().drain_ms == pytest.approx(9000)  # a slowdown shows at once: the last one
     a = meter.metered(_batches(clock, [1.0, 1.0]))
     await a.__anext__()  # a in at t, first batch at t+1
     b = meter.metered(_batches(clock, [1.0]))
     await b.__anext__()  # b in at t+1, a batch at t+2
     await b.aclose()  # b done at t+2: 2 s busy since the last finish
     await a.aclose()  # a done at the same moment: no more busy time
-    assert meter.report().drain_ms == pytest.approx((2800 + 0.2 * (2000 - 2800)) * 0.8)
-    mean = meter.report().drain_ms
+    mean = 2800 + 0.2 * (9000 - 2800)
+    mean += 0.2 * (2000 - mean)
+    mean *= 0.8
+    assert meter.report().drain_ms == pytest.approx(mean)  # two finished in 2 s: the mean comes down
     long = meter.metered(_batches(clock, [10.0]))
     await long.__anext__()  # busy 10 s since the last finish: the next one takes at least that long
     assert meter.report().drain_ms == pytest.approx(10000) and mean < 10000
