@@ -12,8 +12,9 @@ request schema and turned into an engine request by the gateway's own code, then
 process by the model's engine (no Ray, no HTTP). A model without the capability an item's class
 needs (``tools`` for tool calls, ``json_schema`` for extraction) is not asked; its figure for that
 class is ``n/a``. Results are appended to ``OUT.<model>.partial`` as they come, so a stopped run
-resumes; ``--rescore`` scores the answers recorded in ``OUT`` again, after a correction of the set's gold. ``--profile`` stores each class's correct rate per model in that quality profile's
-``classes``, which the gateway then predicts for every request of the class.
+resumes; ``--rescore`` scores the answers recorded in ``OUT`` again, after a correction of the set's
+gold. ``--profile`` stores each class's correct rate per model in that quality profile's ``classes``,
+which the gateway then predicts for every request of the class.
 """
 
 from __future__ import annotations

@@ -120,7 +120,8 @@ def test_the_openai_node_client_gets_schema_answers_tool_calls_and_follow_ups(fi
         got = out[name]
         assert got["model"] == QWEN and got["finish_reason"] == "tool_calls", (name, got)
         (call,) = got["tool_calls"]
-        assert call["type"] == "function" and call["id"].startswith("call_") and call["function"]["name"] == "get_weather"
+        assert call["type"] == "function" and call["id"].startswith("call_")
+        assert call["function"]["name"] == "get_weather"
         jsonschema.validate(json.loads(call["function"]["arguments"]), WEATHER_PARAMS)
     assert out["tool"]["headers"]["model"] == QWEN
     # the follow-ups with the tool's result complete with text, streamed and not; the text draws on the

@@ -74,7 +74,7 @@ def test_the_counter_by_model_format_and_result():
     assert value(model="a", format="json", result="unparsable") == 2.0
     assert value(model="a", format="json", result="valid") == 1.0
     assert value(model="b", format="tool_call", result="schema_invalid") == 1.0
-    assert value(model="b", format="", result="") is None  # free text is not counted
+    assert value(model="b", format="", result="") is None  # free text: not counted
 
 
 def test_output_attributes_follow_the_genai_conventions():
@@ -84,9 +84,10 @@ def test_output_attributes_follow_the_genai_conventions():
     assert json.loads(attrs["gen_ai.tool.definitions"]) == [{"type": "function", "name": "get_weather"},
                                                             {"type": "function", "name": "get_time"}]
     assert attrs["tiergate.request.tool_choice"] == "function:get_weather"
-    assert attrs["tiergate.response.tool_calls"] == ["get_weather"] and attrs["tiergate.response.tool_call_ids"] == [
-        "call_0"]
-    assert output_attributes(SCHEMA) == {"gen_ai.output.type": "json", "tiergate.request.response_format": "json_schema"}
+    assert attrs["tiergate.response.tool_calls"] == ["get_weather"]
+    assert attrs["tiergate.response.tool_call_ids"] == ["call_0"]
+    assert output_attributes(SCHEMA) == {"gen_ai.output.type": "json",
+                                         "tiergate.request.response_format": "json_schema"}
     assert output_attributes(gen()) == {"gen_ai.output.type": "text"}
 
 
