@@ -31,7 +31,7 @@ from serve.engines.base import Chunk
 from serve.api.requests import priority_from, routing_text
 from serve.gateway import Call, Gateway
 from serve.quotas import NO_TICKET, Quotas, Ticket, reservation
-from serve.replica_load import poll_loads
+from serve.replica_load import poll_loads, reported
 from serve.profile_watch import ProfileWatcher
 from serve.shadow import OutputChecks
 from serve.state import StateStore, build_store
@@ -220,7 +220,8 @@ class IngressCore:
             await self._done(call, ticket, span, err, spend)
             raise
         if call.stream:
-            return StreamingResponse(self._sse(call, first, stream, ticket, span, spend), media_type="text/event-stream",
+            return StreamingResponse(self._sse(call, first, stream, ticket, span, spend),
+                                     media_type="text/event-stream",
                                      headers={**R.decision_headers(self.gateway, call, final=False), **spend.headers(),
                                               "cache-control": "no-cache"})
         chunks = [first]
@@ -319,7 +320,7 @@ class IngressCore:
         loads = self.gateway.loads()
         return {"replica": self.link.replica, "store": self.store.name, "models": {
             m: {"in_flight": loads[m].in_flight, "capacity": self.gateway.capacity[m].total,
-                "healthy": loads[m].healthy} for m in loads}}
+                "healthy": loads[m].healthy, **reported(loads[m])} for m in loads}}
 
     async def health(self) -> JSONResponse:
         models = await self.model_health()

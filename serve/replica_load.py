@@ -227,6 +227,12 @@ class LoadView:
             drain_ms=1.0 / sum(1.0 / d for d in drains) if drains and len(drains) == len(fresh) else None)
 
 
+def reported(load: ModelLoad) -> dict[str, Any]:
+    """What the model's replicas reported, as ``GET /v1/tiergate/load`` shows it."""
+    return {"running": load.running, "queued": load.queued, "ttft_ms": load.ttft_ms, "tpot_ms": load.tpot_ms,
+            "drain_ms": load.drain_ms, "report_age_s": load.age_s}
+
+
 async def poll_loads(clients: Mapping[str, ModelClient], interval_s: float = POLL_INTERVAL_S) -> None:
     """Every ``interval_s``, every model's replicas' load into its client's view; runs until cancelled."""
     failing: set[str] = set()

@@ -88,6 +88,9 @@ async def test_prediction_follows_the_replicas_reported_load(app):
             return p if p > 1.5 * idle else None
 
         one = await _until(risen)
+        view = httpx.get(f"{app.api}/tiergate/load", timeout=30).json()["models"][SMALL.name]
+        # the gateway admitted none of it: only the replica's report knows the model is busy
+        assert view["in_flight"] == 0 and view["running"] == 1 and view["report_age_s"] < 10, view
         second = occupy(1)  # waits behind the first on the replica's single slot: reported as waiting
         try:
             async def risen_more() -> float | None:
