@@ -97,7 +97,8 @@ def test_periods_follow_the_budgets_time_zone_and_dst():
     month = SpendBudget(usd=1, period="month", timezone="Asia/Tokyo")
     start, end = period_bounds(datetime(2026, 12, 31, 23, 30, tzinfo=timezone.utc).timestamp(), month)
     assert (start.isoformat(), end.isoformat()) == ("2027-01-01T00:00:00+09:00", "2027-02-01T00:00:00+09:00")
-    start, end = period_bounds(datetime(2026, 12, 10, tzinfo=timezone.utc).timestamp(), SpendBudget(usd=1, period="month"))
+    december = datetime(2026, 12, 10, tzinfo=timezone.utc).timestamp()
+    start, end = period_bounds(december, SpendBudget(usd=1, period="month"))
     assert (start.month, end.year, end.month) == (12, 2027, 1)
     # midnight itself opens the new period
     assert period_bounds(datetime(2026, 6, 11, tzinfo=timezone.utc).timestamp(), utc_day)[0].day == 11
@@ -143,7 +144,8 @@ async def test_reserve_the_maximum_then_settle_the_true_cost(store):
     assert row["spent_usd"] == to_micro(true_cost) / MICRO and row["remaining_usd"] == left / MICRO
     assert row["resets_at"] == "2026-06-11T00:00:00+00:00" and row["period"] == "day"
     headers = ticket.headers(left)
-    assert float(headers[REMAINING_HEADER]) == pytest.approx(left / MICRO) and headers[RESETS_HEADER] == row["resets_at"]
+    assert float(headers[REMAINING_HEADER]) == pytest.approx(left / MICRO)
+    assert headers[RESETS_HEADER] == row["resets_at"]
 
 
 @ON_MODULE_LOOP

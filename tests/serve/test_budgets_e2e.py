@@ -252,7 +252,7 @@ async def test_ahead_of_pace_the_mix_moves_to_cheaper_models_within_each_request
         for r in before:  # behind pace: the pool's floor holds, Qwen answers everything
             assert (r["model"], r["reason"]) == (QWEN, "cheapest_feasible"), r
         for r in after:
-            if r["kind"] == "default":  # ahead: the default floor is dropped, the cheaper SmolLM2 answers, and says why
+            if r["kind"] == "default":  # ahead: the default floor is dropped, the cheaper SmolLM2 answers, says why
                 assert (r["model"], r["reason"], r["met"]) == (SMOL, "budget_paced", "true"), r
                 assert r["why"].startswith("budget_paced: key paced has spent $") and "ahead of even pace" in r["why"]
                 assert f"unpaced: {QWEN}" in r["why"]
