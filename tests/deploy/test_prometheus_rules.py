@@ -10,7 +10,7 @@ from serve.telemetry.drift import DriftConfig, DriftMonitor
 from serve.telemetry.features import counts_for_drift, row_from_record
 from serve.telemetry.reference import Reference
 from serve.telemetry.synthetic import TrafficShape, records
-from tests.deploy.promtool import PROM_DIR, RULE_FILES, RULE_TESTS, rules, run_promtool
+from tests.deploy.promtool import RULE_FILES, RULE_TESTS, rules, run_promtool
 
 
 def test_rule_files_are_valid():
