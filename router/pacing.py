@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from router.errors import BudgetInfeasibleError
 from router.policy import Router, merge_budget
 from router.types import Budget, Decision, ModelLoad, RouteReason, RouteRequest
 
@@ -98,30 +97,31 @@ def decide_paced(router: Router, req: RouteRequest, asked: Budget | None, defaul
     """The router's decision for ``req`` (whose budget is ``asked`` merged with ``defaults``), paced by ``p``.
 
     Returns the decision and the request it was taken on (its budget the paced one, so that a
-    failover is judged on the same budget). A request that names its model is not paced. When
-    pacing changes the model, or makes the budget met where it was not, the reason is
-    ``budget_paced`` (a best-effort decision keeps its reason) and the explanation gives the pace,
-    the lowered floor and what unpaced routing would have picked.
+    failover is judged on the same budget). A request that names its model is not paced. One
+    decision is taken (one draw among near-equal models, as unpaced). When the chosen model is
+    below the floor pacing lowered, the pacing made the choice: the reason is ``budget_paced`` (a
+    best-effort decision keeps its reason) and the explanation gives the pace, the lowered floor
+    and the cheapest candidate that would have met every budget with the default floor.
     """
     budget = paced_budget(asked, defaults, p)
     if p is None or req.pinned_model is not None or budget == req.budget:
         return router.decide(req, loads, quality), req
     paced_req = replace(req, budget=budget)
     decision = router.decide(paced_req, loads, quality)
-    try:
-        unpaced = router.decide(req, loads, quality)
-    except BudgetInfeasibleError:  # strict and only the default floor made it infeasible
-        unpaced = None
-    if unpaced is not None and (unpaced.model, unpaced.budget_met) == (decision.model, decision.budget_met):
-        return decision, paced_req  # pacing changed nothing that matters here: no word of it
-    if unpaced is None:
-        would = "unpaced: no model met the default floor"
+    floor = req.budget.min_quality
+    if floor is None or decision.prediction.quality >= floor:
+        return decision, paced_req  # the default floor is met too: pacing made no difference here
+    unpaced = [c for c in decision.candidates
+               if c.fits_latency and c.fits_cost and c.fits_context and c.quality >= floor]
+    if unpaced:
+        cheapest = min(unpaced, key=lambda c: (c.cost_usd, -c.quality, c.latency_ms, c.model))
+        would = f"unpaced: {cheapest.model}"
     else:
-        would = f"unpaced: {unpaced.model}" + ("" if unpaced.budget_met else f", missing {', '.join(unpaced.unmet)}")
+        would = "unpaced, no model met every budget with the default floor"
     why = (f"budget_paced: {p.holder} has spent ${p.spent_usd:.6g} of its ${p.budget_usd:.6g} {p.period} "
            f"budget, ${p.ahead_usd:.6g} ({p.ahead_fraction:.1%} of it) ahead of even pace, so the pool's "
-           f"default quality floor {defaults.min_quality:g} is lowered to {budget.min_quality:g} (the "
-           f"request's own budgets are kept; {would}); {decision.explanation}")
+           f"default quality floor {floor:g} is lowered to {budget.min_quality:g} (the request's own budgets "
+           f"are kept; {would}); {decision.explanation}")
     # a best-effort answer stays flagged as one; the explanation still tells of the pacing
     reason = RouteReason.BUDGET_PACED if decision.reason is RouteReason.CHEAPEST_FEASIBLE else decision.reason
     return replace(decision, reason=reason, explanation=why), paced_req

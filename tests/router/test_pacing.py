@@ -110,7 +110,7 @@ def test_pacing_keeps_every_budget_the_request_asked_for():
     # unpaced, the default floor made it a best-effort answer (closest: small, missing the floor)
     unpaced, _ = decide_paced(router(), req(fast), fast, DEFAULTS, None, {}, QUALITY)
     assert unpaced.model == "small" and not unpaced.budget_met and unpaced.reason is RouteReason.BEST_EFFORT
-    assert "unpaced: small, missing quality" in d.explanation
+    assert "unpaced, no model met every budget with the default floor" in d.explanation
 
 
 def test_pinned_requests_are_never_paced():
@@ -125,11 +125,29 @@ def test_strict_request_infeasible_only_through_the_default_floor_is_served_when
         decide_paced(router(), req(strict, defaults), strict, defaults, None, {}, QUALITY)
     d, used = decide_paced(router(), req(strict, defaults), strict, defaults, at(9.0), {}, QUALITY)
     assert d.model == "small" and d.reason is RouteReason.BUDGET_PACED
-    assert "no model met the default floor" in d.explanation and used.budget.strict
+    assert "unpaced, no model met every budget with the default floor" in d.explanation and used.budget.strict
 
 
-def test_pacing_that_changes_nothing_is_not_mentioned():
+def test_a_paced_best_effort_answer_stays_flagged_best_effort():
     tight = Budget(max_latency_ms=500)  # no model makes 500 ms for 100 tokens: small is closest either way
     d, used = decide_paced(router(), req(tight), tight, DEFAULTS, at(9.0), {}, QUALITY)
-    assert d.reason is RouteReason.BEST_EFFORT and not d.budget_met and d.unmet == ("latency",)
-    assert "budget_paced" not in d.explanation and used.budget.min_quality == 0.0
+    assert d.reason is RouteReason.BEST_EFFORT and not d.budget_met and d.unmet == ("latency",)  # not quality
+    assert d.explanation.startswith("budget_paced: ") and used.budget.min_quality == 0.0
+
+
+def test_one_draw_among_near_equal_models_and_no_word_of_pacing_when_the_floor_is_met_anyway():
+    cards = [card("a", 1.0, 0.9), card("b", 1.01, 0.9), card("cheap", 0.1, 0.3)]
+    draws = []
+
+    def draw():
+        draws.append(1)
+        return 0.99  # the last of the near-equal models
+
+    r = Router(cards, LatencyModel(cards, quantile=0.5), draw=draw)
+    quality = {"a": 0.9, "b": 0.9, "cheap": 0.3}
+    d, used = decide_paced(r, req(), None, DEFAULTS, at(5.3), {}, quality)  # floor 0.8 -> 0.56: a or b still
+    assert d.model == "b" and d.reason is RouteReason.CHEAPEST_FEASIBLE and len(draws) == 1
+    assert "budget_paced" not in d.explanation and used.budget.min_quality == pytest.approx(0.56)
+    d, _ = decide_paced(r, req(), None, DEFAULTS, at(9.0), {}, quality)  # floor dropped: the cheap model
+    assert d.model == "cheap" and d.reason is RouteReason.BUDGET_PACED and len(draws) == 1
+    assert "unpaced: a" in d.explanation  # the cheapest that met the default floor, no draw taken

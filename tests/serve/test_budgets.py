@@ -17,7 +17,7 @@ import pytest_asyncio
 from router.errors import BudgetExhaustedError
 from serve.api.errors import from_exception
 from serve.api.schemas import ChatCompletionRequest
-from serve.auth import ApiKey, KeyFile, SpendBudget, _parse
+from serve.auth import KeyFile, SpendBudget, _parse
 from serve.budgets import (
     MICRO,
     REMAINING_HEADER,
