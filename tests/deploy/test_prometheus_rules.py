@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,6 +12,7 @@ from serve.telemetry.drift import DriftConfig, DriftMonitor
 from serve.telemetry.features import counts_for_drift, row_from_record
 from serve.telemetry.reference import Reference
 from serve.telemetry.synthetic import TrafficShape, records
+from tests.conftest import ROOT
 from tests.deploy.promtool import RULE_FILES, RULE_TESTS, rules, run_promtool
 
 
@@ -80,7 +83,8 @@ def test_drift_alert_fires_on_the_real_monitors_gauges(tmp_path):
                      "summary": f"Traffic drifted from the reference in prompt_tokens ({m})",
                      "description": f"Drift score {at[('tiergate_drift_score', 'prompt_tokens', m, '15m')]:.3f} is "
                                     "above its threshold in consecutive 15m windows; the quality profile may no "
-                                    "longer fit the traffic."}}
+                                    "longer fit the traffic.",
+                     "runbook": "docs/runbooks/quality-drift.md"}}
                 for m in ("jensen_shannon", "psi")]
     test_file = {
         "rule_files": [str(p) for p in RULE_FILES], "evaluation_interval": "1m",
@@ -93,3 +97,15 @@ def test_drift_alert_fires_on_the_real_monitors_gauges(tmp_path):
     path.write_text(yaml.safe_dump(test_file))
     result = run_promtool("test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_runbook_an_alert_links_to_exists():
+    linked = []
+    for path in RULE_FILES:
+        for group in yaml.safe_load(Path(path).read_text())["groups"]:
+            for rule in group["rules"]:
+                runbook = rule.get("annotations", {}).get("runbook")
+                if runbook:
+                    linked.append(runbook)
+                    assert (ROOT / runbook).is_file(), f"{rule['alert']} links to a missing runbook {runbook}"
+    assert "docs/runbooks/quality-drift.md" in linked
