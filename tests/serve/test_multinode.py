@@ -39,21 +39,28 @@ pytestmark = pytest.mark.e2e
 
 RAY = str(Path(sys.executable).with_name("ray"))
 SERVE = str(Path(sys.executable).with_name("serve"))
-MARKER = "TIERGATE_TEST_RAY_NODE"  # in the environment of every process a node starts: "<cluster>/<node>"
+MARKER = "TIERGATE_TEST_RAY_NODE"  # in the environment of every process a node starts: "<cluster>/<node>/"
 # Ray variables of the environment that would point these processes at another cluster or token.
 FOREIGN = ("RAY_ADDRESS", "RAY_DASHBOARD_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
            "RAY_AUTH_TOKEN_PATH")
 
 
-def _owned_by(p: psutil.Process, root: str, mark: str) -> bool:
-    """Whether ``p`` belongs to a node: its environment carries the mark, or (Ray retitles its workers and
-    agents, which hides both their command line and their environment) it names or writes into ``root``."""
+def _marked(p: psutil.Process, mark: str) -> bool:
+    """Whether the environment of ``p`` carries ``MARKER`` starting with ``mark`` (not readable for the
+    processes Ray retitles, its workers and agents: their title overwrites it)."""
     try:
-        if p.pid == os.getpid():
-            return False
-        if (p.environ().get(MARKER) or "").startswith(mark):
-            return True
-        return root in " ".join(p.cmdline()) or any(f.path.startswith(root) for f in p.open_files())
+        return p.pid != os.getpid() and (p.environ().get(MARKER) or "").startswith(mark)
+    except (psutil.Error, OSError):
+        return False
+
+
+def _owned_by(p: psutil.Process, root: str, mark: str) -> bool:
+    """Whether ``p`` belongs to the cluster: marked, or it names or writes into ``root`` (its temp dir)."""
+    if _marked(p, mark):
+        return True
+    try:
+        return p.pid != os.getpid() and (root in " ".join(p.cmdline())
+                                         or any(f.path.startswith(root) for f in p.open_files()))
     except (psutil.Error, OSError):
         return False
 
@@ -77,6 +84,7 @@ class LocalCluster:
     dashboard_port: int = field(default_factory=free_port)
     token: str = field(default_factory=lambda: secrets.token_hex(32))
     nodes: dict[str, subprocess.Popen] = field(default_factory=dict)  # name -> its `ray start --block`
+    starts: dict[str, int] = field(default_factory=dict)  # name -> how many times `join` started it
 
     @property
     def id(self) -> str:
@@ -90,7 +98,7 @@ class LocalCluster:
         env = {k: v for k, v in os.environ.items() if k not in FOREIGN}
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, PYTHONUNBUFFERED="1")
         if node is not None:
-            env[MARKER] = f"{self.id}/{node}"
+            env[MARKER] = f"{self.id}/{node}/"
         return env
 
     def start(self, name: str, *, num_cpus: float, resources: dict[str, float], head: bool = False) -> None:
@@ -117,8 +125,10 @@ class LocalCluster:
         try:
             root = psutil.Process(proc.pid)
             tree = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
+        except psutil.NoSuchProcess:  # it gave up starting: what it left carries the node's mark
             tree = []
+        mark = f"{self.id}/{name}/"
+        tree += [p for p in psutil.process_iter() if p not in tree and _marked(p, mark)]
         alive = _kill_all(tree)
         proc.wait(timeout=10)
         assert not alive, f"node {name}: processes still alive after SIGKILL: {alive}"
@@ -150,10 +160,14 @@ class LocalCluster:
         return [n for n in data["data"]["result"]["result"] if n["state"] == "ALIVE"]
 
     def wait_nodes(self, count: int, timeout: float = 120) -> list[dict[str, Any]]:
-        """The alive nodes, once there are ``count`` of them."""
+        """The alive nodes, once there are ``count`` of them. Raises NodeExited at once when a node's
+        ``ray start`` has exited (it gave up starting)."""
         seen: list[Any] = []
 
         def counted() -> list[dict[str, Any]] | None:
+            for name, proc in self.nodes.items():
+                if proc.poll() is not None:
+                    raise NodeExited(f"node {name}: `ray start` exited with {proc.returncode}{self.logs()}")
             nodes = self.alive_nodes()
             seen[:] = [(n["node_id"][:8], n["is_head_node"]) for n in nodes]
             return nodes if len(nodes) == count else None
@@ -161,10 +175,29 @@ class LocalCluster:
         return wait_for(f"{count} alive node(s)", counted, timeout,
                         explain=lambda: f"\nalive: {seen}{self.logs()}")
 
+    def join(self, name: str, *, num_cpus: float, resources: dict[str, float], count: int,
+             attempts: int = 3) -> list[dict[str, Any]]:
+        """Start a worker node and wait until the cluster has ``count`` alive nodes.
+
+        ``ray start`` gives up when its raylet has not registered within 30 s (Ray's fixed limit), which a
+        heavily loaded machine can exceed; a node supervisor (Kubernetes restarting a worker pod's container)
+        starts it again, and so does this, ``attempts`` times at most. ``self.starts`` counts the starts."""
+        for attempt in range(1, attempts + 1):
+            self.start(name, num_cpus=num_cpus, resources=resources)
+            self.starts[name] = attempt
+            try:
+                return self.wait_nodes(count)
+            except NodeExited:
+                self.kill(name)
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
     def logs(self, lines: int = 15) -> str:
         """The last lines of each node's ``ray start`` output and of the GCS log, for a failure message."""
         out = []
-        for log in [*sorted(self.root.glob("*.log")), *self.root.glob("session_latest/logs/gcs_server.out")]:
+        logs = self.root / "session_latest" / "logs"
+        for log in [*sorted(self.root.glob("*.log")), *logs.glob("gcs_server.out"), *sorted(logs.glob("raylet*.out"))]:
             tail = log.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"\n--- {log.name}\n" + "\n".join(tail))
         return "".join(out)
@@ -195,6 +228,10 @@ def cluster() -> Iterator[LocalCluster]:
         assert c.leftovers() == []
 
 
+class NodeExited(AssertionError):
+    """A node's ``ray start`` exited: waiting longer for it is pointless."""
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0,
              explain: Callable[[], str] | None = None) -> Any:
     deadline = time.monotonic() + timeout
@@ -205,6 +242,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
             if value:
                 return value
             last = value
+        except NodeExited:
+            raise
         except Exception as err:  # noqa: BLE001 - reported when the wait gives up
             last = err
         time.sleep(interval)
@@ -340,8 +379,7 @@ def test_a_worker_node_lost_under_load_loses_no_request_and_comes_back(cluster):
     t0 = time.monotonic()
     cluster.start("head", num_cpus=1, resources={HEAD: 4}, head=True)
     cluster.wait_nodes(1)
-    cluster.start("worker", num_cpus=1, resources={WORKER: 4})
-    nodes = cluster.wait_nodes(2)
+    nodes = cluster.join("worker", num_cpus=1, resources={WORKER: 4}, count=2)
     head_id = next(n["node_id"] for n in nodes if n["is_head_node"])
     worker_id = next(n["node_id"] for n in nodes if not n["is_head_node"])
 
@@ -378,8 +416,7 @@ def test_a_worker_node_lost_under_load_loses_no_request_and_comes_back(cluster):
         wait_for("answers by the head's model", lambda: len(load.answers(MID["name"], killed_at)) >= 6, 120, 0.2)
 
         back_at = time.monotonic()
-        cluster.start("worker-2", num_cpus=1, resources={WORKER: 4})
-        nodes = cluster.wait_nodes(2)
+        nodes = cluster.join("worker-2", num_cpus=1, resources={WORKER: 4}, count=2)
         new_worker = next(n["node_id"] for n in nodes if not n["is_head_node"])
         wait_for("the model's replica on the new node", lambda: placement()[small] == [("RUNNING", new_worker)], 180)
         rescheduled_after = time.monotonic() - back_at
@@ -397,7 +434,8 @@ def test_a_worker_node_lost_under_load_loses_no_request_and_comes_back(cluster):
           f"answered ({sum(o.model == SMALL['name'] for o in answered)} by {SMALL['name']}, "
           f"{sum(o.model == MID['name'] for o in answered)} by {MID['name']}), {len(errors)} clean errors, "
           f"{len(broken)} broken; {n_killed} processes killed with the worker node, {len(in_flight_at_kill)} "
-          f"requests in flight then; node declared dead after {dead_after:.1f}s; replica running again "
+          f"requests in flight then; node declared dead after {dead_after:.1f}s; node back after "
+          f"{cluster.starts['worker-2']} start(s) of `ray start`; replica running again "
           f"{rescheduled_after:.1f}s and first answer by {SMALL['name']} {recovered_after:.1f}s after the node "
           f"returned; errors: {[o.error for o in errors]}")
 
