@@ -7,11 +7,13 @@ Per model the service time of one request is modelled as
 
 where ``wait`` is the queueing delay implied by the requests already on the model's replicas
 (each replica serves ``concurrency`` requests at once; :attr:`ModelLoad.ahead`: the gateway's
-own count or what the replicas' engines report running and waiting, whichever is larger). Each
-request beyond the free slots costs what the replicas report it takes them to finish one more
-(``ModelLoad.drain_ms``: busy time per finished request, which follows the real prompts, outputs
-and CPU contention), but never less than one mean service time per slot (its prefill for the
-mean prompt, its decode for the mean output), which is all there is without a report.
+own count or what the replicas' engines report running and waiting, whichever is larger). When
+no slot is free, the wait is the work the replicas hold (``ModelLoad.work_ms``: each request's
+remaining service for its own prompt and output allowance, at the speed the replica runs now)
+shared over the slots, plus, for each request admitted but not yet at a replica, what the
+replicas take to finish one more (``ModelLoad.drain_ms``, busy time per finished request). A
+request never costs less than one mean service time per slot (its prefill for the mean prompt,
+its decode for the mean output), which is all there is without a report.
 ``ttft0`` and ``tpot`` start from the pool's priors and follow live observations as
 exponentially weighted means; until this process has seen a model answer, its replicas'
 reported time per output token stands in for the prior. ``output_tokens`` is bounded by the
@@ -121,14 +123,27 @@ class LatencyModel:
         # each full round of `slots` requests ahead of us costs one mean service time
         return (ahead - slots + 1) / slots * self.mean_service_ms(model)
 
+    def queue_wait_ms(self, model: str, load: ModelLoad | None) -> float:
+        """Expected queueing delay of a new request under ``load`` (see the module docstring)."""
+        if load is None:
+            return 0.0
+        if load.work_ms is None:
+            return self.wait_ms(model, load.ahead, load.drain_ms)
+        card = self._state(model).card
+        slots = max(1, card.concurrency * card.replicas)
+        if load.ahead < slots:
+            return 0.0
+        per_request = max(load.drain_ms or 0.0, self.mean_service_ms(model) / slots)
+        on_the_way = max(0, load.in_flight - load.running - load.queued)
+        return load.work_ms / slots + on_the_way * per_request
+
     def expected_output_tokens(self, model: str, max_tokens: int) -> float:
         return float(min(max_tokens, max(1.0, self._state(model).output_tokens.mean)))
 
     def predict(self, model: str, prompt_tokens: int, max_tokens: int,
                 load: ModelLoad | None = None) -> LatencyEstimate:
         st = self._state(model)
-        ahead = 0 if load is None else load.ahead
-        wait = self.wait_ms(model, ahead, None if load is None else load.drain_ms)
+        wait = self.queue_wait_ms(model, load)
         prefill = st.ttft0.mean + st.card.latency_prior.prefill_ms_per_token * prompt_tokens
         # before its first own observation, the replicas' live decode speed beats the pool's prior
         reported = None if load is None else load.tpot_ms

@@ -77,7 +77,9 @@ class ModelLoad:
     the oldest report is, None when no replica has reported. ``ttft_ms`` and ``tpot_ms`` are the
     replicas' recent time to first token (their queue included) and time per output token;
     ``drain_ms`` how long the model takes, at present, to finish one more request while busy (its
-    replicas' busy time per finished request, combined): what each request ahead adds to a wait.
+    replicas' busy time per finished request, combined); ``work_ms`` the work its replicas hold: each
+    request's remaining service (its prompt and ``max_tokens`` at the pool's priors, scaled by how much
+    slower than that the replica runs now), summed over requests and replicas.
     """
 
     in_flight: int = 0
@@ -88,6 +90,7 @@ class ModelLoad:
     tpot_ms: float | None = None
     age_s: float | None = None
     drain_ms: float | None = None
+    work_ms: float | None = None
 
     @property
     def ahead(self) -> int:

@@ -39,7 +39,7 @@ class EngineClient(ModelClient):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.view = LoadView()
-        self._meter = ReplicaMeter(engine, replica_id())
+        self._meter = ReplicaMeter(engine, replica_id())  # load only: streams here are not metered
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         return self.engine.stream(request)

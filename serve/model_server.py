@@ -29,7 +29,8 @@ class ModelServer:
     def __init__(self, model: dict) -> None:
         self.config = ModelConfig.model_validate(model)
         self.engine = build_engine(self.config)
-        self.meter = ReplicaMeter(self.engine, replica_id())
+        self.meter = ReplicaMeter(self.engine, replica_id(), prior=self.config.card().latency_prior,
+                                  concurrency=self.config.concurrency)
         self._loading = asyncio.get_event_loop().create_task(self._start())
         self._failed: str | None = None
 
@@ -58,5 +59,5 @@ class ModelServer:
         the first batch, and one every ``REPORT_EVERY_S``, starts with this replica's load report."""
         if not self._loading.done():
             raise EngineNotReadyError(f"model {self.config.name} is still loading")
-        async for batch in self.meter.metered(coalesce(self.engine.stream(request))):
+        async for batch in self.meter.metered(coalesce(self.engine.stream(request)), request):
             yield batch

@@ -8,8 +8,11 @@ time per finished request, the larger of a recent mean and the last one, and at 
 since its last request finished while it has been busy: quick to follow a slowdown, slow to trust
 a speed-up), stamped with the replica's id and a sequence number. ``drain_ms``
 is what each request ahead adds to a new request's wait, measured where the work is done: it
-follows the real prompts and outputs and the CPU the replica actually gets. The report travels
-two ways:
+follows the real prompts and outputs and the CPU the replica actually gets. ``work_ms`` is the
+work the replica holds (:class:`WorkLedger`): each of its requests' service at the pool's priors
+for its own prompt and ``max_tokens``, scaled by how much slower than that the replica has run
+its recent requests (and its running ones so far), less what the running ones have done; prompts
+of 5 and 350 tokens cost what they cost. The report travels two ways:
 
 - **piggybacked** on generation streams: the first batch of every stream carries one, and
   later batches one every :data:`REPORT_EVERY_S`, as one more item of the batch;
@@ -40,8 +43,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from router.types import ModelLoad
-from serve.engines.base import Chunk, Engine
+from router.types import LatencyPrior, ModelLoad
+from serve.engines.base import Chunk, Engine, GenerationRequest
 
 if TYPE_CHECKING:
     from serve.clients import ModelClient
@@ -66,6 +69,7 @@ class ReplicaLoad:
     ttft_ms: float | None = None
     tpot_ms: float | None = None
     drain_ms: float | None = None  # busy time per finished request: what one more request ahead costs
+    work_ms: float | None = None  # the remaining service of every request the replica holds, summed
 
 
 # ----------------------------------------------------------------------------- the replica's side
@@ -87,13 +91,82 @@ class _Mean:
         self.value = x if self.value is None else self.value + _ALPHA * (x - self.value)
 
 
-class ReplicaMeter:
-    """A model replica's reports: its engine's load, its streams' TTFT and TPOT."""
+def prompt_tokens(request: GenerationRequest) -> int:
+    """A prompt's size in tokens before the engine has tokenized it (about four characters each)."""
+    if request.prompt is not None:
+        return len(request.prompt) // 4 + 1
+    return sum(len(m.content) // 4 + 8 for m in request.messages or ())
 
-    def __init__(self, engine: Engine, replica: str, clock: Callable[[], float] = time.monotonic) -> None:
+
+@dataclass
+class _Job:
+    nominal_ms: float
+    started: float | None = None
+
+
+class WorkLedger:
+    """The work a replica holds, in milliseconds at its present speed.
+
+    A request's nominal service is the pool's latency prior for its prompt and output allowance;
+    ``factor`` is how much slower than nominal the replica has run its recent requests (the larger
+    of a recent mean and the last one). The first ``concurrency`` requests, in arrival order, run;
+    the rest wait. A running request that has taken longer than ``factor`` says raises it.
+    """
+
+    def __init__(self, prior: LatencyPrior, concurrency: int, clock: Callable[[], float]) -> None:
+        self.prior = prior
+        self.concurrency = max(1, concurrency)
+        self.clock = clock
+        self._jobs: dict[int, _Job] = {}
+        self._mean = _Mean()
+        self._last: float | None = None
+
+    def nominal_ms(self, prompt: int, output: int) -> float:
+        p = self.prior
+        return p.ttft_ms + p.prefill_ms_per_token * prompt + p.tpot_ms * output
+
+    def _start_runnable(self, now: float) -> None:
+        for job in list(self._jobs.values())[: self.concurrency]:
+            if job.started is None:
+                job.started = now
+
+    def enter(self, key: int, request: GenerationRequest) -> None:
+        self._jobs[key] = _Job(self.nominal_ms(prompt_tokens(request), request.sampling.max_tokens))
+        self._start_runnable(self.clock())
+
+    def leave(self, key: int, prompt: int, output: int) -> None:
+        """A request ended; one that produced tokens teaches the factor (its own service against nominal)."""
+        now = self.clock()
+        job = self._jobs.pop(key, None)
+        if job is not None and job.started is not None and output > 0:
+            ratio = (now - job.started) * 1000 / max(self.nominal_ms(prompt, output), 1e-3)
+            self._mean.add(ratio)
+            self._last = ratio
+        self._start_runnable(now)
+
+    def factor(self) -> float:
+        base = 1.0 if self._mean.value is None else max(self._mean.value, self._last or 0.0)
+        now = self.clock()
+        running = [(now - j.started) * 1000 / j.nominal_ms for j in self._jobs.values()
+                   if j.started is not None and j.nominal_ms > 0]
+        return max([base, *running])
+
+    def work_ms(self) -> float:
+        now, f = self.clock(), self.factor()
+        return sum(max(0.0, f * j.nominal_ms - ((now - j.started) * 1000 if j.started is not None else 0.0))
+                   for j in self._jobs.values())
+
+
+class ReplicaMeter:
+    """A model replica's reports: its engine's load, its streams' TTFT and TPOT, its drain and work."""
+
+    def __init__(self, engine: Engine, replica: str, clock: Callable[[], float] = time.monotonic, *,
+                 prior: LatencyPrior | None = None, concurrency: int = 1) -> None:
         self.engine = engine
         self.replica = replica
         self.clock = clock
+        self.work = WorkLedger(prior, concurrency, clock) if prior is not None else None
+        self._keys = itertools.count()
         self._seq = itertools.count(1)
         self._ttft = _Mean()
         self._tpot = _Mean()
@@ -114,7 +187,8 @@ class ReplicaMeter:
         return ReplicaLoad(
             replica=self.replica, seq=next(self._seq), running=load.running, waiting=load.waiting,
             ttft_ms=ttft_s * 1000 if ttft_s is not None else self._ttft.value,
-            tpot_ms=tpot_s * 1000 if tpot_s is not None else self._tpot.value, drain_ms=drain)
+            tpot_ms=tpot_s * 1000 if tpot_s is not None else self._tpot.value, drain_ms=drain,
+            work_ms=self.work.work_ms() if self.work is not None else None)
 
     def _enter(self) -> None:
         if not self._inside:
@@ -130,13 +204,17 @@ class ReplicaMeter:
         self._last_drain = self._busy_ms
         self._busy_ms = 0.0
 
-    async def metered(self, batches: AsyncIterator[list[Chunk]]) -> AsyncIterator[list[Any]]:
-        """``batches`` with a report first in the first batch and in a later one every REPORT_EVERY_S;
-        the stream's time to first token and per output token go into the replica's means."""
+    async def metered(self, batches: AsyncIterator[list[Chunk]],
+                      request: GenerationRequest | None = None) -> AsyncIterator[list[Any]]:
+        """``batches`` (of ``request``) with a report first in the first batch and in a later one every
+        REPORT_EVERY_S; the stream's time to first token and per output token go into the replica's means."""
         began = self.clock()
         first_at: float | None = None
         last_report = None
-        tokens, last_at = 0, began
+        tokens, prompt, last_at = 0, 0, began
+        key = next(self._keys)
+        if self.work is not None and request is not None:
+            self.work.enter(key, request)
         self._enter()
         try:
             async for batch in batches:
@@ -146,6 +224,7 @@ class ReplicaMeter:
                         first_at = now
                         self._ttft.add((now - began) * 1000)
                     tokens = max(tokens, chunk.completion_tokens)
+                    prompt = max(prompt, chunk.prompt_tokens)
                 last_at = now
                 if last_report is None or now - last_report >= REPORT_EVERY_S:
                     last_report = now
@@ -155,6 +234,8 @@ class ReplicaMeter:
             if first_at is not None and tokens > 1:
                 self._tpot.add((last_at - first_at) * 1000 / (tokens - 1))
         finally:
+            if self.work is not None:
+                self.work.leave(key, prompt, tokens)
             self._leave()
 
 
@@ -216,6 +297,7 @@ class LoadView:
         ttfts = [r.load.ttft_ms for r in fresh if r.load.ttft_ms is not None]
         tpots = [r.load.tpot_ms for r in fresh if r.load.tpot_ms is not None]
         drains = [r.load.drain_ms for r in fresh if r.load.drain_ms]
+        works = [r.load.work_ms * _left(r) for r in fresh if r.load.work_ms is not None]
         # replicas drain in parallel: their rates add up (only when every fresh replica has one)
         return ModelLoad(
             in_flight=in_flight, healthy=healthy,
@@ -224,13 +306,20 @@ class LoadView:
             ttft_ms=sum(ttfts) / len(ttfts) if ttfts else None,
             tpot_ms=sum(tpots) / len(tpots) if tpots else None,
             age_s=max(now - r.received for r in fresh),
-            drain_ms=1.0 / sum(1.0 / d for d in drains) if drains and len(drains) == len(fresh) else None)
+            drain_ms=1.0 / sum(1.0 / d for d in drains) if drains and len(drains) == len(fresh) else None,
+            work_ms=sum(works) if len(works) == len(fresh) else None)
+
+
+def _left(r: _Replica) -> float:
+    """The share of a report's requests still there: this ingress's own that ended since are gone."""
+    held = r.load.running + r.load.waiting
+    return max(0.0, held - r.gone) / held if held else 1.0
 
 
 def reported(load: ModelLoad) -> dict[str, Any]:
     """What the model's replicas reported, as ``GET /v1/tiergate/load`` shows it."""
     return {"running": load.running, "queued": load.queued, "ttft_ms": load.ttft_ms, "tpot_ms": load.tpot_ms,
-            "drain_ms": load.drain_ms, "report_age_s": load.age_s}
+            "drain_ms": load.drain_ms, "work_ms": load.work_ms, "report_age_s": load.age_s}
 
 
 async def poll_loads(clients: Mapping[str, ModelClient], interval_s: float = POLL_INTERVAL_S) -> None:

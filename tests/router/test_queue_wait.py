@@ -129,3 +129,17 @@ def test_a_failover_queues_only_within_what_is_left_of_the_bound():
     assert still_within_wait(large, bound, waited_ms=10_000 - large.prediction.wait_ms - 1)
     assert not still_within_wait(large, bound, waited_ms=10_000 - large.prediction.wait_ms + 1)
     assert still_within_wait(d, None, waited_ms=1e9)
+
+
+def test_the_work_the_replicas_hold_is_the_wait_when_no_slot_is_free():
+    lm = LatencyModel(CARDS, quantile=0.5)
+    service = lm.mean_service_ms("small")
+    # one short request running, 200 ms left of it: the wait is those 200 ms, not a mean service time
+    assert lm.predict("small", 20, 50, ModelLoad(in_flight=1, running=1, work_ms=200)).wait_ms == pytest.approx(200)
+    # a free slot: no wait, whatever the work
+    assert lm.predict("small", 20, 50, ModelLoad(running=0, work_ms=9000)).wait_ms == 0
+    # two more admitted but not at the replica yet: each costs the reported drain, never less than a service time
+    load = ModelLoad(in_flight=3, running=1, work_ms=200, drain_ms=50)
+    assert lm.predict("small", 20, 50, load).wait_ms == pytest.approx(200 + 2 * service)
+    load = ModelLoad(in_flight=3, running=1, work_ms=200, drain_ms=5000)
+    assert lm.predict("small", 20, 50, load).wait_ms == pytest.approx(200 + 2 * 5000)

@@ -9,8 +9,9 @@ import pytest
 
 from router.latency import LatencyModel
 from serve.config import load_pool
-from serve.engines.base import EngineLoad
-from serve.replica_load import LoadView, ReplicaLoad, ReplicaMeter
+from router.types import LatencyPrior
+from serve.engines.base import EngineLoad, GenerationRequest, SamplingParams
+from serve.replica_load import LoadView, ReplicaLoad, ReplicaMeter, WorkLedger, prompt_tokens
 from tests.conftest import CPU_POOL
 
 
@@ -134,6 +135,41 @@ async def test_drain_is_busy_time_per_finished_request():
     await long.__anext__()  # busy 10 s since the last finish: the next one takes at least that long
     assert meter.report().drain_ms == pytest.approx(10000) and mean < 10000
     await long.aclose()
+
+
+def _gen(words: int, max_tokens: int) -> GenerationRequest:
+    return GenerationRequest(request_id="w", prompt="word " * words, sampling=SamplingParams(max_tokens=max_tokens))
+
+
+def test_the_work_a_replica_holds_follows_each_request_s_own_size():
+    clock = Clock()
+    ledger = WorkLedger(LatencyPrior(ttft_ms=100, tpot_ms=10, prefill_ms_per_token=5), 1, clock)
+    assert ledger.work_ms() == 0 and ledger.factor() == 1.0
+    short, long = _gen(4, 8), _gen(300, 48)  # 6 and 376 prompt tokens at four characters a token
+    assert (prompt_tokens(short), prompt_tokens(long)) == (6, 376)
+    ledger.enter(1, short)  # runs at once
+    ledger.enter(2, long)  # waits
+    assert ledger.work_ms() == pytest.approx((100 + 30 + 80) + (100 + 1880 + 480))
+    clock.t += 0.42  # the short one took twice its nominal 210 ms
+    ledger.leave(1, prompt=6, output=8)
+    assert ledger.factor() == pytest.approx(2.0)  # so the long one is expected to take twice its nominal too
+    assert ledger.work_ms() == pytest.approx(2 * 2460)
+    clock.t += 2.46  # half done at that speed
+    assert ledger.work_ms() == pytest.approx(2460)
+    clock.t += 5.0  # running past what the factor said: the factor follows, nothing is left "negative"
+    assert ledger.factor() == pytest.approx(7.46 / 2.46) and ledger.work_ms() == pytest.approx(0)
+    ledger.leave(2, prompt=376, output=0)  # cancelled before its first token: teaches nothing
+    assert ledger.work_ms() == 0 and ledger.factor() == pytest.approx(2.0)
+
+
+def test_own_ended_requests_leave_the_reported_work():
+    view = LoadView(Clock())
+    view.report(r("a", 1, running=1, waiting=1, work_ms=4000), holder=1)
+    assert view.model_load(0, True).work_ms == 4000
+    view.ended("a", 1)
+    assert view.model_load(0, True).work_ms == pytest.approx(2000)  # one of the two it held is gone
+    view.polled([r("b", 1)])  # a replica without a figure: no combined one
+    assert view.model_load(0, True).work_ms is None
 
 
 def test_the_latency_model_sees_what_the_replicas_report():
