@@ -211,6 +211,7 @@ def test_notes_say_how_the_gateway_scales_and_where_its_state_lives():
     notes = render_raw(SCALE_OUT)["tiergate/templates/NOTES.txt"]
     assert ("Gateway: 2 to 6 ingress replicas (Serve autoscaling), state store redis (URL from the Secret "
             "tiergate-redis, key redis-url); models autoscaled by Serve.") in notes
-    assert "Gateway: 1 ingress replica(s), state store auto (memory)." in render_raw(None)["tiergate/templates/NOTES.txt"]
+    notes = render_raw(None)["tiergate/templates/NOTES.txt"]
+    assert "Gateway: 1 ingress replica(s), state store auto (memory)." in notes
     notes = render_raw({"serve": {"ingressReplicas": 3}})["tiergate/templates/NOTES.txt"]
     assert "Gateway: 3 ingress replica(s), state store auto (a Ray actor)." in notes

@@ -162,8 +162,9 @@ def test_a_worker_node_lost_under_load_loses_no_request_and_comes_back(cluster):
     head_id = next(n["node_id"] for n in nodes if n["is_head_node"])
     worker_id = next(n["node_id"] for n in nodes if not n["is_head_node"])
 
-    base = cluster.deploy({"applications": [{"name": "tiergate", "route_prefix": "/", "import_path": "serve.app:build_app",
-                                             "args": {"pool_config": multinode_pool()}}]})
+    app = {"name": "tiergate", "route_prefix": "/", "import_path": "serve.app:build_app",
+           "args": {"pool_config": multinode_pool()}}
+    base = cluster.deploy({"applications": [app]})
     started = time.monotonic() - t0
 
     def placement() -> dict[str, list[tuple[str, str]]]:
