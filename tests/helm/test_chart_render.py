@@ -118,7 +118,8 @@ def test_serve_config_is_valid_for_ray_serve_and_for_our_app(rendered):
     elif name == "gpu":
         assert {m.engine for m in pool.models} == {"vllm"}
     else:  # scale-out: the CPU pool with its replicas and state store set by the chart (test_chart_scale_out)
-        assert [m.name for m in pool.models] == [m.name for m in load_pool(DEPLOY / "pools" / "cpu-default.yaml").models]
+        cpu = load_pool(DEPLOY / "pools" / "cpu-default.yaml")
+        assert [m.name for m in pool.models] == [m.name for m in cpu.models]
 
 
 def test_serve_config_numbers_survive_templating():
