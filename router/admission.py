@@ -8,23 +8,26 @@ traffic keeps headroom. When no eligible model admits the request, the caller ge
 ``Retry-After`` from the expected time for one queue slot to free up.
 
 Queueing delay is bounded too: a model admits a request only while the wait the router
-predicted for it there (``Prediction.wait_ms``, from the requests already on the model) is
-within the request's bound, the smaller of its latency budget and the pool's maximum queue
-wait. A request no model can take within its bound is refused at once (``queue_wait_exceeded``)
-rather than left to wait out its deadline, with a ``Retry-After`` of the time until the
-shortest of those waits is back within the bound. Admitted requests are never shed later; a
-request whose model failed before its first token fails over only to a model it can still wait
-for within what is left of its bound (:func:`still_within_wait`).
+predicted for it there (``Prediction.wait_ms``, from the work already on the model) is within
+the pool's maximum queue wait and, when it would have to wait at all, while its first token
+(``Prediction.ttft_ms``: that wait plus its own prefill, at the pool's latency quantile) is
+within its latency budget. A request no model can take within these is refused at once
+(``queue_wait_exceeded``) rather than left to wait out its deadline, with a ``Retry-After`` of
+the time until the nearest model is back within them. A request that would not wait is never
+shed for its budget: it gets the closest model, best effort, as before. Admitted requests are
+never shed later; a request whose model failed before its first token fails over only to a
+model it can still wait for within what is left of its bound (:func:`still_within_wait`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
 from router.errors import OverloadedError
-from router.types import Budget, Decision, RouteReason
+from router.types import Budget, Decision, Prediction, RouteReason
 
 
 class Priority(str, Enum):
@@ -103,46 +106,63 @@ def redirected(decision: Decision, chosen: str) -> Decision:
 
 @dataclass(frozen=True)
 class WaitBound:
-    """How long a request may be predicted to wait for a slot, and which limit says so."""
+    """What queueing may cost a request: while it would have to wait for a slot, its first token
+    (predicted at the pool's latency quantile) within its latency budget, and its wait within the
+    pool's maximum queue wait. Either limit may be absent."""
 
-    ms: float
-    source: str  # "its latency budget" | "the pool's maximum queue wait"
+    budget_ms: float | None = None
+    max_wait_ms: float | None = None
+
+    def excess_ms(self, pred: Prediction, waited_ms: float = 0.0) -> float:
+        """How far past its limits queueing for ``pred``'s model takes a request that has already
+        waited ``waited_ms``; at most 0 when within them."""
+        over = [-math.inf]
+        if self.max_wait_ms is not None:
+            over.append(waited_ms + pred.wait_ms - self.max_wait_ms)
+        if self.budget_ms is not None and pred.wait_ms > 0:  # no queue, no shedding: best effort as ever
+            over.append(waited_ms + pred.ttft_ms - self.budget_ms)
+        return max(over)
 
 
 def wait_bound(budget: Budget, max_queue_wait_ms: float | None) -> WaitBound | None:
-    """The tighter of the request's latency budget and the pool's maximum queue wait; None: neither."""
-    bounds = [WaitBound(b, why) for b, why in ((budget.max_latency_ms, "its latency budget"),
-                                               (max_queue_wait_ms, "the pool's maximum queue wait"))
-              if b is not None]
-    return min(bounds, key=lambda w: w.ms) if bounds else None
+    """The request's limits on queueing: its latency budget and the pool's maximum queue wait."""
+    if budget.max_latency_ms is None and max_queue_wait_ms is None:
+        return None
+    return WaitBound(budget.max_latency_ms, max_queue_wait_ms)
 
 
-def _wait_ms(decision: Decision, model: str) -> float:
+def _prediction(decision: Decision, model: str) -> Prediction:
     if model == decision.model:
-        return decision.prediction.wait_ms
-    return next((c.wait_ms for c in decision.candidates if c.model == model), 0.0)
+        return decision.prediction
+    return next(c for c in decision.candidates if c.model == model)
 
 
 def within_wait(decision: Decision, order: Sequence[str], bound: WaitBound | None) -> tuple[str, ...]:
-    """The models of ``order`` (in that order) where the request's predicted wait is within ``bound``.
+    """The models of ``order`` (in that order) the request may queue for within ``bound``.
 
     Raises OverloadedError (``queue_wait_exceeded``) when there is none, with a ``Retry-After``
-    of the time until the shortest predicted wait is back within the bound (at least 1 s).
+    of the time until the nearest of them is back within the bound (at least 1 s).
     """
     if bound is None:
         return tuple(order)
-    fits = tuple(m for m in order if _wait_ms(decision, m) <= bound.ms)
-    if fits or not order:
+    preds = [_prediction(decision, m) for m in order]
+    fits = tuple(p.model for p in preds if bound.excess_ms(p) <= 0)
+    if fits or not preds:
         return fits
-    shortest = min(_wait_ms(decision, m) for m in order)
-    retry_after_s = max(1.0, (shortest - bound.ms) / 1000.0)
+    # the queue must shrink by the excess (never by more than the whole wait)
+    best = min(preds, key=lambda p: min(bound.excess_ms(p), p.wait_ms))
+    retry_after_s = max(1.0, min(bound.excess_ms(best), best.wait_ms) / 1000.0)
+    if bound.max_wait_ms is not None and best.wait_ms > bound.max_wait_ms:
+        why = f"longer than the pool's maximum queue wait ({bound.max_wait_ms / 1000:g}s)"
+    else:
+        why = (f"so its first token would come after about {best.ttft_ms / 1000:.1f}s, past its latency budget "
+               f"({(bound.budget_ms or 0) / 1000:g}s)")
     raise OverloadedError(
-        f"every eligible model would keep this request waiting about {shortest / 1000:.1f}s for a slot, "
-        f"longer than {bound.source} ({bound.ms / 1000:g}s); retry later",
-        retry_after_s=retry_after_s, code="queue_wait_exceeded")
+        f"every eligible model would keep this request waiting about {best.wait_ms / 1000:.1f}s for a slot, "
+        f"{why}; retry later", retry_after_s=retry_after_s, code="queue_wait_exceeded")
 
 
 def still_within_wait(decision: Decision, bound: WaitBound | None, waited_ms: float) -> bool:
     """Whether a request that has waited ``waited_ms`` already (its first model failed) may still
     queue for ``decision``'s model within its bound."""
-    return bound is None or decision.prediction.wait_ms <= bound.ms - waited_ms
+    return bound is None or bound.excess_ms(decision.prediction, waited_ms) <= 0

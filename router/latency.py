@@ -16,7 +16,9 @@ request never costs less than one mean service time per slot (its prefill for th
 its decode for the mean output), which is all there is without a report.
 ``ttft0`` and ``tpot`` start from the pool's priors and follow live observations as
 exponentially weighted means; until this process has seen a model answer, its replicas'
-reported time per output token stands in for the prior. ``output_tokens`` is bounded by the
+reported time per output token stands in for the prior. The prompt's prefill, at the prior's
+cost per token, is scaled by the replicas' reported slowdown (how much longer than their priors
+they take now, at least 1). ``output_tokens`` is bounded by the
 request's ``max_tokens``.
 
 The router budgets on a *high quantile*, not the mean: the log of observed / predicted is
@@ -144,7 +146,9 @@ class LatencyModel:
                 load: ModelLoad | None = None) -> LatencyEstimate:
         st = self._state(model)
         wait = self.queue_wait_ms(model, load)
-        prefill = st.ttft0.mean + st.card.latency_prior.prefill_ms_per_token * prompt_tokens
+        # the prior per-token prefill cost is never learned here: the replicas' present slowdown scales it
+        slowdown = 1.0 if load is None or load.slowdown is None else max(1.0, load.slowdown)
+        prefill = st.ttft0.mean + st.card.latency_prior.prefill_ms_per_token * prompt_tokens * slowdown
         # before its first own observation, the replicas' live decode speed beats the pool's prior
         reported = None if load is None else load.tpot_ms
         tpot = reported if st.tpot.count == 0 and reported is not None else st.tpot.mean

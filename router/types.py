@@ -79,7 +79,8 @@ class ModelLoad:
     ``drain_ms`` how long the model takes, at present, to finish one more request while busy (its
     replicas' busy time per finished request, combined); ``work_ms`` the work its replicas hold: each
     request's remaining service (its prompt and ``max_tokens`` at the pool's priors, scaled by how much
-    slower than that the replica runs now), summed over requests and replicas.
+    slower than that the replica runs now), summed over requests and replicas; ``slowdown`` that
+    factor (the slowest replica's): how much longer than the pool's priors the model takes now.
     """
 
     in_flight: int = 0
@@ -91,6 +92,7 @@ class ModelLoad:
     age_s: float | None = None
     drain_ms: float | None = None
     work_ms: float | None = None
+    slowdown: float | None = None
 
     @property
     def ahead(self) -> int:

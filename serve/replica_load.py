@@ -70,6 +70,7 @@ class ReplicaLoad:
     tpot_ms: float | None = None
     drain_ms: float | None = None  # busy time per finished request: what one more request ahead costs
     work_ms: float | None = None  # the remaining service of every request the replica holds, summed
+    slowdown: float | None = None  # how much longer than the pool's priors it takes now
 
 
 # ----------------------------------------------------------------------------- the replica's side
@@ -188,7 +189,8 @@ class ReplicaMeter:
             replica=self.replica, seq=next(self._seq), running=load.running, waiting=load.waiting,
             ttft_ms=ttft_s * 1000 if ttft_s is not None else self._ttft.value,
             tpot_ms=tpot_s * 1000 if tpot_s is not None else self._tpot.value, drain_ms=drain,
-            work_ms=self.work.work_ms() if self.work is not None else None)
+            work_ms=self.work.work_ms() if self.work is not None else None,
+            slowdown=self.work.factor() if self.work is not None else None)
 
     def _enter(self) -> None:
         if not self._inside:
@@ -298,6 +300,7 @@ class LoadView:
         tpots = [r.load.tpot_ms for r in fresh if r.load.tpot_ms is not None]
         drains = [r.load.drain_ms for r in fresh if r.load.drain_ms]
         works = [r.load.work_ms * _left(r) for r in fresh if r.load.work_ms is not None]
+        slowdowns = [r.load.slowdown for r in fresh if r.load.slowdown is not None]
         # replicas drain in parallel: their rates add up (only when every fresh replica has one)
         return ModelLoad(
             in_flight=in_flight, healthy=healthy,
@@ -307,7 +310,8 @@ class LoadView:
             tpot_ms=sum(tpots) / len(tpots) if tpots else None,
             age_s=max(now - r.received for r in fresh),
             drain_ms=1.0 / sum(1.0 / d for d in drains) if drains and len(drains) == len(fresh) else None,
-            work_ms=sum(works) if len(works) == len(fresh) else None)
+            work_ms=sum(works) if len(works) == len(fresh) else None,
+            slowdown=max(slowdowns) if slowdowns else None)
 
 
 def _left(r: _Replica) -> float:
@@ -319,7 +323,8 @@ def _left(r: _Replica) -> float:
 def reported(load: ModelLoad) -> dict[str, Any]:
     """What the model's replicas reported, as ``GET /v1/tiergate/load`` shows it."""
     return {"running": load.running, "queued": load.queued, "ttft_ms": load.ttft_ms, "tpot_ms": load.tpot_ms,
-            "drain_ms": load.drain_ms, "work_ms": load.work_ms, "report_age_s": load.age_s}
+            "drain_ms": load.drain_ms, "work_ms": load.work_ms, "slowdown": load.slowdown,
+            "report_age_s": load.age_s}
 
 
 async def poll_loads(clients: Mapping[str, ModelClient], interval_s: float = POLL_INTERVAL_S) -> None:

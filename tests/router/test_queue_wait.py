@@ -70,11 +70,11 @@ def test_reported_tpot_stands_in_for_the_prior_until_own_observations():
 
 
 # ----------------------------------------------------------------------------- the wait bound
-def test_the_bound_is_the_tighter_limit_and_says_which():
+def test_the_bound_holds_the_budget_and_the_pool_s_maximum_wait():
     assert wait_bound(Budget(), None) is None
-    assert wait_bound(Budget(max_latency_ms=5000), None) == WaitBound(5000, "its latency budget")
-    assert wait_bound(Budget(max_latency_ms=5000), 2000) == WaitBound(2000, "the pool's maximum queue wait")
-    assert wait_bound(Budget(), 2000).ms == 2000
+    assert wait_bound(Budget(max_latency_ms=5000), None) == WaitBound(budget_ms=5000)
+    assert wait_bound(Budget(max_latency_ms=5000), 2000) == WaitBound(budget_ms=5000, max_wait_ms=2000)
+    assert wait_bound(Budget(), 2000) == WaitBound(max_wait_ms=2000)
 
 
 def test_a_request_that_would_wait_too_long_everywhere_is_shed_at_once():
@@ -85,11 +85,11 @@ def test_a_request_that_would_wait_too_long_everywhere_is_shed_at_once():
     waits = {c.model: c.wait_ms for c in d.candidates}
     assert set(order) == {"small", "large"} and min(waits.values()) > 3000
     with pytest.raises(OverloadedError) as exc:
-        within_wait(d, order, WaitBound(3000, "the pool's maximum queue wait"))
+        within_wait(d, order, WaitBound(max_wait_ms=3000))
     err = exc.value
     assert err.code == "queue_wait_exceeded"
     assert err.retry_after_s == pytest.approx((min(waits.values()) - 3000) / 1000)
-    assert "maximum queue wait (3s)" in err.message
+    assert "longer than the pool's maximum queue wait (3s)" in err.message
 
 
 def test_the_shed_decision_moves_to_a_model_within_the_bound():
@@ -97,38 +97,62 @@ def test_the_shed_decision_moves_to_a_model_within_the_bound():
     loads = {"small": ModelLoad(running=1, queued=9)}  # small's queue is long, large is idle
     d = r.decide(req(Budget(max_latency_ms=60000)), loads, {})
     assert d.model == "small"  # still the cheapest meeting the (loose) budget
-    assert within_wait(d, admission_order(d), WaitBound(2000, "the pool's maximum queue wait")) == ("large",)
+    assert within_wait(d, admission_order(d), WaitBound(max_wait_ms=2000)) == ("large",)
     assert within_wait(d, admission_order(d), None) == admission_order(d)
 
 
-def test_the_latency_budget_bounds_the_wait_of_a_best_effort_request():
+def test_the_budget_bounds_the_first_token_of_a_request_that_would_queue():
     r = router()
-    loads = {"small": ModelLoad(in_flight=6)}
-    d = r.decide(RouteRequest(prompt="p", prompt_tokens=20, max_tokens=50, budget=Budget(max_latency_ms=400),
-                              pinned_model="small"), loads, {})
-    assert not d.budget_met and d.prediction.wait_ms > 400
-    with pytest.raises(OverloadedError, match="longer than its latency budget"):
-        within_wait(d, admission_order(d), wait_bound(Budget(max_latency_ms=400), None))
+    pinned = RouteRequest(prompt="p", prompt_tokens=20, max_tokens=50, budget=Budget(max_latency_ms=400),
+                          pinned_model="small")
+    idle = r.decide(pinned, {}, {})
+    assert not idle.budget_met and idle.prediction.ttft_ms < 400 < idle.prediction.latency_ms
+    # no queue: never shed for its budget, whatever the budget (best effort, as before)
+    assert within_wait(idle, admission_order(idle), WaitBound(budget_ms=1)) == ("small",)
+    queued = r.decide(pinned, {"small": ModelLoad(in_flight=6)}, {})
+    assert queued.prediction.wait_ms > 400
+    with pytest.raises(OverloadedError, match="first token would come after about .*, past its latency budget"):
+        within_wait(queued, admission_order(queued), wait_bound(Budget(max_latency_ms=400), None))
+    # a short queue whose first token still fits the budget is admitted
+    one = r.decide(pinned, {"small": ModelLoad(in_flight=1)}, {})
+    roomy = WaitBound(budget_ms=one.prediction.ttft_ms + 1)
+    assert 0 < one.prediction.wait_ms and within_wait(one, ("small",), roomy) == ("small",)
 
 
-def test_retry_after_is_at_least_a_second():
+def test_retry_after_is_the_excess_and_at_least_a_second():
     r = router()
     d = r.decide(req(), {"small": ModelLoad(in_flight=1), "large": ModelLoad(in_flight=1)}, {})
     smallest = min(c.wait_ms for c in d.candidates)
     with pytest.raises(OverloadedError) as exc:
-        within_wait(d, admission_order(d), WaitBound(smallest - 10, "its latency budget"))
+        within_wait(d, admission_order(d), WaitBound(max_wait_ms=smallest - 10))
     assert exc.value.retry_after_s == 1.0
+    busy = r.decide(req(), {"small": ModelLoad(in_flight=9), "large": ModelLoad(in_flight=9)}, {})
+    small = busy.prediction
+    with pytest.raises(OverloadedError) as exc:
+        within_wait(busy, ("small",), WaitBound(budget_ms=small.ttft_ms - 2500))
+    assert exc.value.retry_after_s == pytest.approx(2.5)  # the queue must shrink by 2.5 s
 
 
 def test_a_failover_queues_only_within_what_is_left_of_the_bound():
     r = router()
     d = r.decide(req(), {"large": ModelLoad(in_flight=2)}, {})
-    bound = WaitBound(10_000, "its latency budget")
+    bound = WaitBound(max_wait_ms=10_000)
     large = r.fallback(req(), {"large": ModelLoad(in_flight=2)}, {}, frozenset({"small"}))
     assert large.model == "large" and 0 < large.prediction.wait_ms < 10_000
     assert still_within_wait(large, bound, waited_ms=10_000 - large.prediction.wait_ms - 1)
     assert not still_within_wait(large, bound, waited_ms=10_000 - large.prediction.wait_ms + 1)
+    budget = WaitBound(budget_ms=20_000)  # its first token, counted from when it arrived
+    assert still_within_wait(large, budget, waited_ms=20_000 - large.prediction.ttft_ms - 1)
+    assert not still_within_wait(large, budget, waited_ms=20_000 - large.prediction.ttft_ms + 1)
     assert still_within_wait(d, None, waited_ms=1e9)
+
+
+def test_the_replicas_slowdown_scales_the_prompt_s_prefill():
+    lm = LatencyModel(CARDS, quantile=0.5)
+    base = lm.predict("small", 200, 10)
+    slow = lm.predict("small", 200, 10, ModelLoad(slowdown=3.0))
+    assert slow.ttft_ms - base.ttft_ms == pytest.approx(2 * 200 * 1.0)  # 200 tokens at 1 ms, 3x
+    assert lm.predict("small", 200, 10, ModelLoad(slowdown=0.5)).ttft_ms == pytest.approx(base.ttft_ms)  # never faster
 
 
 def test_the_work_the_replicas_hold_is_the_wait_when_no_slot_is_free():
