@@ -14,9 +14,9 @@ The verdicts of issue #16's "Done when":
 
 - **waits**: every request got its answer, or a 503, within its class's latency budget plus
   :data:`MARGIN_S`. The answer is what the client waits for: the status and headers, which for
-  a stream come with its first token and otherwise with the whole answer. The gateway bounds the
-  predicted *queueing* wait by the budget; the margin covers what comes after the queue (the
-  prompt's prefill, a short non-streamed answer) and the prediction's error.
+  a stream come with its first token and otherwise with the whole answer. While a request would
+  queue, the gateway admits it only if its predicted first token is within the budget; the margin
+  covers the prediction's error and, for a whole answer, the tokens after the first.
 - **fast 503s**: every 503 arrived within :data:`FAST_503_S` of sending, with ``Retry-After``.
 - **memory flat**: after ``--warmup-s``, no process's RSS grew by more than
   :data:`FLAT_MB` MB or :data:`FLAT_SHARE` of its size (whichever is larger) from the first
