@@ -10,9 +10,9 @@ a speed-up), stamped with the replica's id and a sequence number. ``drain_ms``
 is what each request ahead adds to a new request's wait, measured where the work is done: it
 follows the real prompts and outputs and the CPU the replica actually gets. ``work_ms`` is the
 work the replica holds (:class:`WorkLedger`): each of its requests' service at the pool's priors
-for its own prompt and ``max_tokens``, scaled by how much slower than that the replica has run
-its recent requests (and its running ones so far), less what the running ones have done; prompts
-of 5 and 350 tokens cost what they cost. The report travels two ways:
+for its own prompt and ``max_tokens``, its prefill and its decode each scaled by how much slower
+than nominal the replica has run them lately, less what the running ones have done; prompts of 5
+and 350 tokens cost what they cost. The report travels two ways:
 
 - **piggybacked** on generation streams: the first batch of every stream carries one, and
   later batches one every :data:`REPORT_EVERY_S`, as one more item of the batch;
@@ -101,17 +101,38 @@ def prompt_tokens(request: GenerationRequest) -> int:
 
 @dataclass
 class _Job:
-    nominal_ms: float
+    prefill_ms: float  # nominal: the prior's first token for the request's prompt
+    decode_ms: float  # nominal: the prior's time per token for its output allowance
     started: float | None = None
+    first_at: float | None = None
+
+
+class _Factor:
+    """How much slower than nominal: the larger of a recent mean and the last one; 1 before any."""
+
+    def __init__(self) -> None:
+        self._mean = _Mean()
+        self._last: float | None = None
+
+    def add(self, ratio: float) -> None:
+        self._mean.add(ratio)
+        self._last = ratio
+
+    @property
+    def value(self) -> float:
+        return 1.0 if self._mean.value is None else max(self._mean.value, self._last or 0.0)
 
 
 class WorkLedger:
     """The work a replica holds, in milliseconds at its present speed.
 
-    A request's nominal service is the pool's latency prior for its prompt and output allowance;
-    ``factor`` is how much slower than nominal the replica has run its recent requests (the larger
-    of a recent mean and the last one). The first ``concurrency`` requests, in arrival order, run;
-    the rest wait. A running request that has taken longer than ``factor`` says raises it.
+    A request's nominal service is the pool's latency prior: the first token for its prompt
+    (prefill) and the time per token for its output allowance (decode). Prefill and decode each
+    have their own factor, how much slower than nominal the replica has run them lately: under CPU
+    contention a long prompt's prefill slows down more than a short one's decode, so one factor
+    learned on short requests would misprice long ones. The first ``concurrency`` requests, in
+    arrival order, run; the rest wait. A request still in prefill longer than its factor says
+    raises the prefill factor.
     """
 
     def __init__(self, prior: LatencyPrior, concurrency: int, clock: Callable[[], float]) -> None:
@@ -119,12 +140,11 @@ class WorkLedger:
         self.concurrency = max(1, concurrency)
         self.clock = clock
         self._jobs: dict[int, _Job] = {}
-        self._mean = _Mean()
-        self._last: float | None = None
+        self._prefill = _Factor()
+        self._decode = _Factor()
 
-    def nominal_ms(self, prompt: int, output: int) -> float:
-        p = self.prior
-        return p.ttft_ms + p.prefill_ms_per_token * prompt + p.tpot_ms * output
+    def _nominal_prefill(self, prompt: int) -> float:
+        return self.prior.ttft_ms + self.prior.prefill_ms_per_token * prompt
 
     def _start_runnable(self, now: float) -> None:
         for job in list(self._jobs.values())[: self.concurrency]:
@@ -132,30 +152,43 @@ class WorkLedger:
                 job.started = now
 
     def enter(self, key: int, request: GenerationRequest) -> None:
-        self._jobs[key] = _Job(self.nominal_ms(prompt_tokens(request), request.sampling.max_tokens))
+        self._jobs[key] = _Job(self._nominal_prefill(prompt_tokens(request)),
+                               self.prior.tpot_ms * request.sampling.max_tokens)
         self._start_runnable(self.clock())
 
-    def leave(self, key: int, prompt: int, output: int) -> None:
-        """A request ended; one that produced tokens teaches the factor (its own service against nominal)."""
+    def first_token(self, key: int, prompt: int) -> None:
+        """The request's first token: its prefill against nominal (``prompt``: the engine's count)."""
+        job, now = self._jobs.get(key), self.clock()
+        if job is None or job.started is None:
+            return
+        job.first_at = now
+        self._prefill.add((now - job.started) * 1000 / max(self._nominal_prefill(prompt), 1e-3))
+
+    def leave(self, key: int, output: int) -> None:
+        """A request ended; one that decoded teaches the decode factor."""
         now = self.clock()
         job = self._jobs.pop(key, None)
-        if job is not None and job.started is not None and output > 0:
-            ratio = (now - job.started) * 1000 / max(self.nominal_ms(prompt, output), 1e-3)
-            self._mean.add(ratio)
-            self._last = ratio
+        if job is not None and job.first_at is not None and output > 1 and self.prior.tpot_ms > 0:
+            self._decode.add((now - job.first_at) * 1000 / (self.prior.tpot_ms * (output - 1)))
         self._start_runnable(now)
 
     def factor(self) -> float:
-        base = 1.0 if self._mean.value is None else max(self._mean.value, self._last or 0.0)
+        """The prefill factor, at least what a request still in prefill has taken so far."""
         now = self.clock()
-        running = [(now - j.started) * 1000 / j.nominal_ms for j in self._jobs.values()
-                   if j.started is not None and j.nominal_ms > 0]
-        return max([base, *running])
+        stuck = [(now - j.started) * 1000 / j.prefill_ms for j in self._jobs.values()
+                 if j.started is not None and j.first_at is None and j.prefill_ms > 0]
+        return max([self._prefill.value, *stuck])
 
     def work_ms(self) -> float:
-        now, f = self.clock(), self.factor()
-        return sum(max(0.0, f * j.nominal_ms - ((now - j.started) * 1000 if j.started is not None else 0.0))
-                   for j in self._jobs.values())
+        now, pf, df = self.clock(), self.factor(), self._decode.value
+        total = 0.0
+        for j in self._jobs.values():
+            if j.first_at is not None:  # decoding
+                total += max(0.0, df * j.decode_ms - (now - j.first_at) * 1000)
+            else:
+                done = (now - j.started) * 1000 if j.started is not None else 0.0
+                total += max(0.0, pf * j.prefill_ms - done) + df * j.decode_ms
+        return total
 
 
 class ReplicaMeter:
@@ -222,11 +255,13 @@ class ReplicaMeter:
             async for batch in batches:
                 now = self.clock()
                 for chunk in batch:
+                    tokens = max(tokens, chunk.completion_tokens)
+                    prompt = max(prompt, chunk.prompt_tokens)
                     if first_at is None and (chunk.text or chunk.finish_reason):
                         first_at = now
                         self._ttft.add((now - began) * 1000)
-                    tokens = max(tokens, chunk.completion_tokens)
-                    prompt = max(prompt, chunk.prompt_tokens)
+                        if self.work is not None:
+                            self.work.first_token(key, prompt)
                 last_at = now
                 if last_report is None or now - last_report >= REPORT_EVERY_S:
                     last_report = now
@@ -237,7 +272,7 @@ class ReplicaMeter:
                 self._tpot.add((last_at - first_at) * 1000 / (tokens - 1))
         finally:
             if self.work is not None:
-                self.work.leave(key, prompt, tokens)
+                self.work.leave(key, tokens)
             self._leave()
 
 

@@ -147,19 +147,22 @@ def test_the_work_a_replica_holds_follows_each_request_s_own_size():
     assert ledger.work_ms() == 0 and ledger.factor() == 1.0
     short, long = _gen(4, 8), _gen(300, 48)  # 6 and 376 prompt tokens at four characters a token
     assert (prompt_tokens(short), prompt_tokens(long)) == (6, 376)
-    ledger.enter(1, short)  # runs at once
-    ledger.enter(2, long)  # waits
-    assert ledger.work_ms() == pytest.approx((100 + 30 + 80) + (100 + 1880 + 480))
-    clock.t += 0.42  # the short one took twice its nominal 210 ms
-    ledger.leave(1, prompt=6, output=8)
-    assert ledger.factor() == pytest.approx(2.0)  # so the long one is expected to take twice its nominal too
-    assert ledger.work_ms() == pytest.approx(2 * 2460)
-    clock.t += 2.46  # half done at that speed
-    assert ledger.work_ms() == pytest.approx(2460)
-    clock.t += 5.0  # running past what the factor said: the factor follows, nothing is left "negative"
-    assert ledger.factor() == pytest.approx(7.46 / 2.46) and ledger.work_ms() == pytest.approx(0)
-    ledger.leave(2, prompt=376, output=0)  # cancelled before its first token: teaches nothing
-    assert ledger.work_ms() == 0 and ledger.factor() == pytest.approx(2.0)
+    ledger.enter(1, short)  # runs at once: prefill 130 ms nominal, decode 80
+    ledger.enter(2, long)  # waits: prefill 1980 ms nominal, decode 480
+    assert ledger.work_ms() == pytest.approx((130 + 80) + (1980 + 480))
+    clock.t += 0.39  # the short one's prefill took three times nominal
+    ledger.first_token(1, prompt=6)
+    assert ledger.factor() == pytest.approx(3.0)  # so the long one's prefill is priced at three times too
+    assert ledger.work_ms() == pytest.approx(80 + 3 * 1980 + 480)
+    clock.t += 0.07  # its 7 more tokens at nominal speed
+    ledger.leave(1, output=8)
+    assert ledger.work_ms() == pytest.approx(3 * 1980 + 480)  # decode factor 1: learned apart from prefill
+    clock.t += 2.97  # half its prefill done at that speed
+    assert ledger.work_ms() == pytest.approx(2970 + 480)
+    clock.t += 5.0  # still in prefill past what the factor said: the factor follows, nothing goes negative
+    assert ledger.factor() == pytest.approx(7.97 / 1.98) and ledger.work_ms() == pytest.approx(480)
+    ledger.leave(2, output=0)  # cancelled before its first token: teaches the decode factor nothing
+    assert ledger.work_ms() == 0 and ledger.factor() == pytest.approx(3.0)
 
 
 def test_own_ended_requests_leave_the_reported_work():
