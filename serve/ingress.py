@@ -30,7 +30,7 @@ from serve.config import PoolConfig
 from serve.engines.base import Chunk
 from serve.api.requests import priority_from, routing_text
 from serve.gateway import Call, Gateway
-from serve.quotas import NO_TICKET, Quotas, Ticket, reservation
+from serve.quotas import NO_TICKET, Quotas, Ticket
 from serve.replica_load import poll_loads, reported
 from serve.profile_watch import ProfileWatcher
 from serve.shadow import OutputChecks
@@ -191,9 +191,8 @@ class IngressCore:
             data = await read_json(request, self.pool.limits.max_body_bytes)
             body: Any = model.model_validate(data)
             self.tracer.name_request(span, endpoint=endpoint, requested_model=body.model, stream=body.stream)
-            size = reservation(routing_text(body), len(getattr(body, "messages", ())),
-                               body.requested_max_tokens() or self.pool.limits.default_max_tokens)
-            ticket = await self.quotas.admit(key, size)
+            ticket = await self.quotas.admit(key, routing_text(body), len(getattr(body, "messages", ())),
+                                             body.requested_max_tokens() or self.pool.limits.default_max_tokens)
             spend = await self.budgets.admit(key, body)  # the request's maximum cost, reserved
             with self.tracer.routing_span(span) as route_span:
                 call = await self.gateway.route(endpoint, body, request.headers, allowed_models=spend.allowed_models,

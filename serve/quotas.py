@@ -26,8 +26,14 @@ def reservation(prompt_text: str, messages: int, max_tokens: int) -> int:
     """The tokens a request reserves at admission: a deliberate overestimate (half the prompt's
     UTF-8 bytes, where a typical token is about four, plus a chat template's per-message and
     system-prompt tokens), so that concurrent requests cannot pass a quota on estimates that are
-    too low; what is not used is given back when the request ends."""
+    too low; what is not used is given back when the request ends. A window smaller than this
+    is reserved whole (the request then runs alone in it)."""
     return len(prompt_text.encode("utf-8")) // 2 + 16 * max(1, messages) + 64 + max_tokens
+
+
+def least_tokens(prompt_text: str, max_tokens: int) -> int:
+    """A typical size (four bytes a token): a request larger than a whole window is refused outright."""
+    return (len(prompt_text.encode("utf-8")) + 3) // 4 + max_tokens
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,9 @@ class Ticket:
     """What admission charged a key's token windows, to settle when the request ends."""
 
     tokens: tuple[Charge, ...]
-    estimated: int
 
 
-NO_TICKET = Ticket((), 0)
+NO_TICKET = Ticket(())
 
 
 class Quotas:
@@ -56,12 +61,13 @@ class Quotas:
                 out.append(Window(f"{kind}-per-{period}:{key.name}", amount, seconds))
         return out
 
-    async def admit(self, key: ApiKey, estimated_tokens: int) -> Ticket:
+    async def admit(self, key: ApiKey, prompt_text: str, messages: int, max_tokens: int) -> Ticket:
         """Charge the key, or raise RateLimitError (429 with Retry-After) when it is over a quota."""
-        tokens = [Charge(w, estimated_tokens) for w in self.windows(key, "tokens")]
+        size, reserve = least_tokens(prompt_text, max_tokens), reservation(prompt_text, messages, max_tokens)
+        tokens = [Charge(w, min(reserve, w.limit)) for w in self.windows(key, "tokens")]
         for c in tokens:
-            if estimated_tokens > c.window.limit:
-                raise RateLimitError(f"this request (~{estimated_tokens} tokens) exceeds key {key.name!r}'s quota "
+            if size > c.window.limit:
+                raise RateLimitError(f"this request (~{size} tokens) exceeds key {key.name!r}'s quota "
                                      f"of {c.window.limit} {_label(c.window)}", retry_after_s=60.0,
                                      code="quota_exceeded")
         charges = [Charge(w, 1) for w in self.windows(key, "requests")] + tokens
@@ -79,19 +85,19 @@ class Quotas:
             raise RateLimitError(f"key {key.name!r} is over its quota of {refusal.window.limit} "
                                  f"{_label(refusal.window)}", retry_after_s=refusal.retry_after_s,
                                  code="quota_exceeded")
-        return Ticket(tuple(tokens), estimated_tokens)
+        return Ticket(tuple(tokens))
 
     async def settle(self, ticket: Ticket, used_tokens: int) -> None:
         """Give back the reserved tokens the request did not use; charge any it used beyond them."""
         if not ticket.tokens:
             return
-        unused = ticket.estimated - used_tokens
         try:
-            if unused > 0:
-                await self.store.refund([Charge(c.window, unused) for c in ticket.tokens])
-            elif unused < 0:  # best effort: a window already full keeps its count (one request's error)
-                for c in ticket.tokens:
-                    await self.store.hit([Charge(c.window, -unused)])
+            refunds = [Charge(c.window, c.amount - used_tokens) for c in ticket.tokens if c.amount > used_tokens]
+            if refunds:
+                await self.store.refund(refunds)
+            for c in ticket.tokens:  # best effort: a window already full keeps its count (one request's error)
+                if used_tokens > c.amount:
+                    await self.store.hit([Charge(c.window, used_tokens - c.amount)])
         except StoreUnavailableError:
             self.errors += 1
             raise

@@ -237,6 +237,8 @@ async def test_killed_replica_fails_over_and_loses_nothing(chaos):
             r = await client.post(f"{chaos.api}/chat/completions", json=body)
             return r.status_code, dict(r.headers), r.text
         async with client.stream("POST", f"{chaos.api}/chat/completions", json=body) as r:
+            if r.status_code != 200:  # refused before the stream began: an error object, not events
+                return r.status_code, dict(r.headers), (await r.aread()).decode()
             lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
             return r.status_code, dict(r.headers), "\n".join(lines)
 

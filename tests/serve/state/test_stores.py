@@ -25,6 +25,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
     elif request.param == "ray":
         request.getfixturevalue("serve_cluster")  # ray.init
         s = RayActorStore(f"test-state-{uuid.uuid4().hex[:8]}")
+        await s.start()  # a new actor's worker process takes seconds to start (the gateway waits so too)
     else:
         s = RedisStore(request.getfixturevalue("redis_url"))
     try:
