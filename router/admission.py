@@ -9,14 +9,16 @@ traffic keeps headroom. When no eligible model admits the request, the caller ge
 
 Queueing delay is bounded too: a model admits a request only while the wait the router
 predicted for it there (``Prediction.wait_ms``, from the work already on the model) is within
-the pool's maximum queue wait and, when it would have to wait at all, while its first token
-(``Prediction.ttft_ms``: that wait plus its own prefill, at the pool's latency quantile) is
-within its latency budget. A request no model can take within these is refused at once
-(``queue_wait_exceeded``) rather than left to wait out its deadline, with a ``Retry-After`` of
-the time until the nearest model is back within them. A request that would not wait is never
-shed for its budget: it gets the closest model, best effort, as before. Admitted requests are
-never shed later; a request whose model failed before its first token fails over only to a
-model it can still wait for within what is left of its bound (:func:`still_within_wait`).
+the pool's maximum queue wait and, when it would have to wait at all, while its expected first
+token (``Prediction.first_token_ms``: that wait plus its own prefill) is within its latency
+budget. Expected, not at the budget's quantile: the quantile's uplift is learned on answered
+requests and, under overload, would refuse requests the model can serve in time. A request no
+model can take within these is refused at once (``queue_wait_exceeded``) rather than left to
+wait out its deadline, with a ``Retry-After`` of the time until the nearest model is back within
+them. A request that would not wait is never shed for its budget: it gets the closest model,
+best effort, as before. Admitted requests are never shed later; a request whose model failed
+before its first token fails over only to a model it can still wait for within what is left of
+its bound (:func:`still_within_wait`).
 """
 
 from __future__ import annotations
@@ -106,9 +108,9 @@ def redirected(decision: Decision, chosen: str) -> Decision:
 
 @dataclass(frozen=True)
 class WaitBound:
-    """What queueing may cost a request: while it would have to wait for a slot, its first token
-    (predicted at the pool's latency quantile) within its latency budget, and its wait within the
-    pool's maximum queue wait. Either limit may be absent."""
+    """What queueing may cost a request: while it would have to wait for a slot, its expected first
+    token within its latency budget, and its wait within the pool's maximum queue wait. Either
+    limit may be absent."""
 
     budget_ms: float | None = None
     max_wait_ms: float | None = None
@@ -120,7 +122,7 @@ class WaitBound:
         if self.max_wait_ms is not None:
             over.append(waited_ms + pred.wait_ms - self.max_wait_ms)
         if self.budget_ms is not None and pred.wait_ms > 0:  # no queue, no shedding: best effort as ever
-            over.append(waited_ms + pred.ttft_ms - self.budget_ms)
+            over.append(waited_ms + pred.first_token_ms - self.budget_ms)
         return max(over)
 
 
@@ -155,7 +157,7 @@ def within_wait(decision: Decision, order: Sequence[str], bound: WaitBound | Non
     if bound.max_wait_ms is not None and best.wait_ms > bound.max_wait_ms:
         why = f"longer than the pool's maximum queue wait ({bound.max_wait_ms / 1000:g}s)"
     else:
-        why = (f"so its first token would come after about {best.ttft_ms / 1000:.1f}s, past its latency budget "
+        why = (f"so its first token would come after about {best.first_token_ms / 1000:.1f}s, past its latency budget "
                f"({(bound.budget_ms or 0) / 1000:g}s)")
     raise OverloadedError(
         f"every eligible model would keep this request waiting about {best.wait_ms / 1000:.1f}s for a slot, "

@@ -67,6 +67,7 @@ class LatencyEstimate:
     e2e_ms: float
     wait_ms: float
     output_tokens: float
+    first_token_ms: float = 0.0  # the mean (not the quantile) of ttft: the wait plus the prompt's prefill
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ class LatencyModel:
         ttft_q = ttft_mean * math.exp(st.ttft_err.mean + self._z * st.ttft_err.std)
         e2e_q = e2e_mean * math.exp(st.e2e_err.mean + self._z * st.e2e_err.std)
         return LatencyEstimate(ttft_ms=ttft_q, e2e_ms=e2e_q, wait_ms=wait,
-                               output_tokens=self.expected_output_tokens(model, max_tokens))
+                               output_tokens=self.expected_output_tokens(model, max_tokens), first_token_ms=ttft_mean)
 
     def observe(self, model: str, obs: Observation) -> None:
         st = self._state(model)

@@ -93,6 +93,7 @@ class Router:
             fits_cost=b.max_cost_usd is None or cost <= b.max_cost_usd,
             fits_context=req.prompt_tokens + 1 <= card.context_length,
             wait_ms=lat.wait_ms,
+            first_token_ms=lat.first_token_ms,
         )
 
     def decide(self, req: RouteRequest, loads: Mapping[str, ModelLoad],

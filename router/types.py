@@ -129,6 +129,7 @@ class Prediction:
     fits_cost: bool
     fits_context: bool = True
     wait_ms: float = 0.0  # the expected queueing delay behind the requests already on the model
+    first_token_ms: float = 0.0  # the expected time to the first token: that wait plus the prompt's prefill
 
     @property
     def feasible(self) -> bool:

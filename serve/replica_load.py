@@ -108,19 +108,17 @@ class _Job:
 
 
 class _Factor:
-    """How much slower than nominal: the larger of a recent mean and the last one; 1 before any."""
+    """How much slower than nominal, a recent mean; 1 before any."""
 
     def __init__(self) -> None:
         self._mean = _Mean()
-        self._last: float | None = None
 
     def add(self, ratio: float) -> None:
         self._mean.add(ratio)
-        self._last = ratio
 
     @property
     def value(self) -> float:
-        return 1.0 if self._mean.value is None else max(self._mean.value, self._last or 0.0)
+        return 1.0 if self._mean.value is None else self._mean.value
 
 
 class WorkLedger:

@@ -106,7 +106,7 @@ def test_the_budget_bounds_the_first_token_of_a_request_that_would_queue():
     pinned = RouteRequest(prompt="p", prompt_tokens=20, max_tokens=50, budget=Budget(max_latency_ms=400),
                           pinned_model="small")
     idle = r.decide(pinned, {}, {})
-    assert not idle.budget_met and idle.prediction.ttft_ms < 400 < idle.prediction.latency_ms
+    assert not idle.budget_met and idle.prediction.first_token_ms < 400 < idle.prediction.latency_ms
     # no queue: never shed for its budget, whatever the budget (best effort, as before)
     assert within_wait(idle, admission_order(idle), WaitBound(budget_ms=1)) == ("small",)
     queued = r.decide(pinned, {"small": ModelLoad(in_flight=6)}, {})
@@ -115,7 +115,7 @@ def test_the_budget_bounds_the_first_token_of_a_request_that_would_queue():
         within_wait(queued, admission_order(queued), wait_bound(Budget(max_latency_ms=400), None))
     # a short queue whose first token still fits the budget is admitted
     one = r.decide(pinned, {"small": ModelLoad(in_flight=1)}, {})
-    roomy = WaitBound(budget_ms=one.prediction.ttft_ms + 1)
+    roomy = WaitBound(budget_ms=one.prediction.first_token_ms + 1)
     assert 0 < one.prediction.wait_ms and within_wait(one, ("small",), roomy) == ("small",)
 
 
@@ -129,7 +129,7 @@ def test_retry_after_is_the_excess_and_at_least_a_second():
     busy = r.decide(req(), {"small": ModelLoad(in_flight=9), "large": ModelLoad(in_flight=9)}, {})
     small = busy.prediction
     with pytest.raises(OverloadedError) as exc:
-        within_wait(busy, ("small",), WaitBound(budget_ms=small.ttft_ms - 2500))
+        within_wait(busy, ("small",), WaitBound(budget_ms=small.first_token_ms - 2500))
     assert exc.value.retry_after_s == pytest.approx(2.5)  # the queue must shrink by 2.5 s
 
 
@@ -142,8 +142,8 @@ def test_a_failover_queues_only_within_what_is_left_of_the_bound():
     assert still_within_wait(large, bound, waited_ms=10_000 - large.prediction.wait_ms - 1)
     assert not still_within_wait(large, bound, waited_ms=10_000 - large.prediction.wait_ms + 1)
     budget = WaitBound(budget_ms=20_000)  # its first token, counted from when it arrived
-    assert still_within_wait(large, budget, waited_ms=20_000 - large.prediction.ttft_ms - 1)
-    assert not still_within_wait(large, budget, waited_ms=20_000 - large.prediction.ttft_ms + 1)
+    assert still_within_wait(large, budget, waited_ms=20_000 - large.prediction.first_token_ms - 1)
+    assert not still_within_wait(large, budget, waited_ms=20_000 - large.prediction.first_token_ms + 1)
     assert still_within_wait(d, None, waited_ms=1e9)
 
 
@@ -167,3 +167,12 @@ def test_the_work_the_replicas_hold_is_the_wait_when_no_slot_is_free():
     assert lm.predict("small", 20, 50, load).wait_ms == pytest.approx(200 + 2 * service)
     load = ModelLoad(in_flight=3, running=1, work_ms=200, drain_ms=5000)
     assert lm.predict("small", 20, 50, load).wait_ms == pytest.approx(200 + 2 * 5000)
+
+
+def test_the_shed_check_uses_the_expected_first_token_not_the_quantile():
+    cards = [card("small", 0.1)]
+    lm = LatencyModel(cards, quantile=0.9)  # the p90 uplift is wide before any observation
+    d = Router(cards, lm).decide(req(), {"small": ModelLoad(in_flight=2)}, {})
+    p = d.prediction
+    assert p.wait_ms > 0 and p.first_token_ms < p.ttft_ms  # the uplift
+    assert within_wait(d, ("small",), WaitBound(budget_ms=(p.first_token_ms + p.ttft_ms) / 2)) == ("small",)
