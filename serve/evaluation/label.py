@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from router.cascade import mean_logprob
-from serve.config import ModelConfig, load_pool
+from serve.config import ModelConfig, PoolConfig, load_pool
 from serve.engines import GenerationRequest, Message, SamplingParams, build_engine
 from serve.evaluation.labelled import read_jsonl, read_labelled, sample_per_task
 from serve.evaluation.scorer import product_prompt, score_item, scoring_kind
@@ -120,16 +120,24 @@ def records(items: list[dict[str, Any]], results: dict[str, dict[str, dict[str, 
     return out
 
 
+def chosen_models(pool: PoolConfig, spec: str | None) -> list[ModelConfig] | None:
+    """The pool's models named in ``--models`` (all without it); None, said on stderr, for an unknown name."""
+    models = list(pool.models)
+    if not spec:
+        return models
+    wanted = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - {m.name for m in models})
+    if unknown:
+        print(f"unknown models {unknown}; the pool has {[m.name for m in models]}", file=sys.stderr)
+        return None
+    return [m for m in models if m.name in wanted]
+
+
 def run(args: argparse.Namespace) -> int:
     pool = load_pool(args.pool)
-    models = list(pool.models)
-    if args.models:
-        wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-        unknown = sorted(set(wanted) - {m.name for m in models})
-        if unknown:
-            print(f"unknown models {unknown}; the pool has {[m.name for m in models]}", file=sys.stderr)
-            return 2
-        models = [m for m in models if m.name in wanted]
+    models = chosen_models(pool, args.models)
+    if models is None:
+        return 2
     items = load_sets(args.set, args.per_task, args.seed, shuffle=True)
     out = Path(args.out)
     print(f"labelling {len(items)} prompts with {', '.join(m.name for m in models)}", file=sys.stderr, flush=True)

@@ -35,6 +35,7 @@ from serve.api.schemas import ChatCompletionRequest
 from serve.config import ModelConfig, load_pool
 from serve.engines import build_engine
 from serve.evaluation.calls import CLASS_OF, KINDS, request_body, score_answer
+from serve.evaluation.label import chosen_models
 from serve.evaluation.labelled import read_jsonl, read_labelled
 from serve.quality_profile import read_profile, write_profile
 
@@ -180,14 +181,9 @@ def class_accuracies(figs: dict[str, dict[str, dict[str, float] | None]], source
 
 def run(args: argparse.Namespace) -> int:
     pool = load_pool(args.pool)
-    models = list(pool.models)
-    if args.models:
-        wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-        unknown = sorted(set(wanted) - {m.name for m in models})
-        if unknown:
-            print(f"unknown models {unknown}; the pool has {[m.name for m in models]}", file=sys.stderr)
-            return 2
-        models = [m for m in models if m.name in wanted]
+    models = chosen_models(pool, args.models)
+    if models is None:
+        return 2
     items = read_labelled(args.set)
     bad = sorted({it["kind"] for it in items} - set(KINDS))
     if bad:
