@@ -260,6 +260,7 @@ async def test_concurrent_admissions_on_two_replicas_never_pass_the_budget(store
     rng = random.Random(7)
     body = chat()
     outcomes: list[int] = []
+    reserved: list[int] = []
 
     async def one(i: int) -> None:
         gate = gates[i % replicas]
@@ -268,6 +269,7 @@ async def test_concurrent_admissions_on_two_replicas_never_pass_the_budget(store
         except BudgetExhaustedError:
             outcomes.append(0)
             return
+        reserved.append(ticket.reserved)
         await asyncio.sleep(rng.random() * 0.01)  # the answer takes a while
         cost = ticket.reserved * rng.uniform(0.1, 1.0)
         await gate.settle(ticket, cost / MICRO)
@@ -276,7 +278,9 @@ async def test_concurrent_admissions_on_two_replicas_never_pass_the_budget(store
     await asyncio.gather(*(one(i) for i in range(120)))
     spent = round((await gates[0].report(ALICE))["budgets"][0]["spent_usd"] * MICRO)
     assert spent == sum(outcomes) and spent <= MICRO
-    assert sum(1 for o in outcomes if o) >= 5  # a handful were served
+    # Even if every admission came before any settlement, the gate serves while a whole maximum
+    # still fits: at least budget // largest reservation (how many more depends on timing).
+    assert sum(1 for o in outcomes if o) >= MICRO // max(reserved) >= 2
     assert sum(1 for o in outcomes if not o) > 0  # and the rest refused
 
 
