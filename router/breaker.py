@@ -69,5 +69,10 @@ class CircuitBreakers:
         if b.state is BreakerState.HALF_OPEN or b.failures >= self.policy.failure_threshold:
             b.state, b.opened_at = BreakerState.OPEN, self.clock()
 
+    def on_abandoned(self, model: str) -> None:
+        """An attempt ended neither well nor badly (the client left, the budget ran out): a half-open
+        circuit's probe slot is free again."""
+        self._b[model].probing = False
+
     def states(self) -> dict[str, BreakerState]:
         return {m: self.state(m) for m in self._b}

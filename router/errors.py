@@ -111,6 +111,14 @@ class OverloadedError(TiergateError):
         self.retry_after_s = retry_after_s
 
 
+class LatencyBudgetExceededError(OverloadedError):
+    """An admitted request had no answer (a stream: no first token) by its latency budget plus the
+    pool's stated overrun: cancelled and refused (HTTP 503 with ``Retry-After``), not left waiting."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, code="latency_budget_exceeded")
+
+
 class EngineError(TiergateError):
     """An engine failed to start or to generate (HTTP 502 when it reaches the caller)."""
 

@@ -26,6 +26,7 @@ class Call:
     started: float
     deadline: float
     decision_s: float
+    answer_by: float | None = None  # the latency budget plus the pool's overrun: answered or refused by then
     route_request: RouteRequest | None = None
     quality: dict[str, float] = field(default_factory=dict)
     priority: Priority = Priority.NORMAL

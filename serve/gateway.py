@@ -34,6 +34,7 @@ from router.errors import (
     DeadlineExceededError,
     EngineError,
     InvalidRequestError,
+    LatencyBudgetExceededError,
     OverloadedError,
     TiergateError,
 )
@@ -144,10 +145,13 @@ class Gateway:
         if cascade:  # from the admitted model, with its own threshold
             decision = with_cascade(decision, self.cascade_thresholds)
         now = self.clock()
+        overrun = limits.budget_overrun_ms
+        answer_by = None if overrun is None or route_req.budget.max_latency_ms is None else \
+            t0 + (route_req.budget.max_latency_ms + overrun) / 1000
         return Call(
             request_id=request_id, endpoint=endpoint, requested_model=req.model, decision=decision, generation=generation,
             budget=route_req.budget, stream=req.stream, include_usage=req.include_usage(), created=int(time.time()),
-            started=t0, deadline=t0 + limits.request_timeout_s, decision_s=now - t0, route_request=route_req,
+            started=t0, deadline=t0 + limits.request_timeout_s, answer_by=answer_by, decision_s=now - t0, route_request=route_req,
             quality=quality, priority=priority, key_name=key_name, reserved=True,
             cascade=decision.escalate_to is not None, route_class=route_class(pinned is not None, asked),
         )
@@ -210,7 +214,7 @@ class Gateway:
         wanted = call.generation
         call.generation = replace(wanted, sampling=replace(wanted.sampling, logprobs=True))
         try:
-            chunks = [c async for c in self._attempt(call, cheap)]
+            chunks = [c async for c in self._attempt(call, cheap, whole=True)]
         except _Failover as fo:
             chunks, call.cascade_confidence = [], None
             call.failovers.append(cheap)
@@ -238,8 +242,9 @@ class Gateway:
         bound = wait_bound(call.budget, self.pool.limits.max_queue_wait_ms)  # only where it may still wait
         return nxt if nxt and still_within_wait(nxt, bound, (self.clock() - call.started) * 1000) else None
 
-    async def _attempt(self, call: Call, model: str) -> AsyncIterator[Chunk]:
-        """One model's try. Failures before its first chunk raise _Failover; later ones propagate."""
+    async def _attempt(self, call: Call, model: str, *, whole: bool = False) -> AsyncIterator[Chunk]:
+        """One model's try. Failures before its first chunk raise _Failover; later ones propagate.
+        ``whole``: the caller sees nothing before the answer ends (a cascade's buffered cheap answer)."""
         if call.reserved:
             call.reserved = False
             ahead = self.in_flight[model] - 1
@@ -249,9 +254,10 @@ class Gateway:
         began = self.clock()
         first_timeout = self.pool.failover.first_token_timeout_s
         loop_now = asyncio.get_running_loop().time()
-        deadline = Deadline(loop_now + min(call.deadline - began, first_timeout))
+        answer_by = call.answer_by - began if call.answer_by is not None else float("inf")
+        deadline = Deadline(loop_now + min(call.deadline - began, first_timeout, answer_by))
         stream = self.clients[model].stream(call.generation)
-        started, first_at = False, None
+        started, first_at, judged = False, None, False
         try:
             while True:
                 try:
@@ -259,29 +265,49 @@ class Gateway:
                 except StopAsyncIteration:
                     break
                 except asyncio.TimeoutError:
-                    if call.deadline - self.clock() <= 0:
-                        raise self._deadline() from None
-                    raise EngineError(f"model {model} sent no token within {first_timeout:g}s",
-                                      code="first_token_timeout") from None
+                    raise self._timed_out(call, model, started, first_timeout) from None
                 if not started:
                     started = True
-                    deadline.reschedule(loop_now + (call.deadline - began))
+                    whole_answer = whole or not call.stream  # the client has seen nothing yet
+                    deadline.reschedule(loop_now + min(call.deadline - began, answer_by if whole_answer else
+                                                       float("inf")))
                 if first_at is None and (chunk.text or chunk.finish_reason or chunk.completion_tokens):
                     first_at = self.clock()  # a tool call's text is held back: its first token still counts
                 self._account(call, chunk)
                 yield chunk
+        except LatencyBudgetExceededError:
+            raise  # the model is slow, not broken: no failover, no breaker failure
         except (EngineError, OverloadedError) as err:
             self.breakers.on_failure(model)
+            judged = True
             if started:
                 raise
             raise _Failover(err) from None
         else:
             self.breakers.on_success(model)
+            judged = True
             self._learn(call, model, ahead, began, first_at)
         finally:
+            if not judged:
+                self.breakers.on_abandoned(model)
             deadline.close()
             await stream.aclose()
             self.slots.free(model, call.request_id)
+
+    def _timed_out(self, call: Call, model: str, started: bool, first_timeout: float) -> TiergateError:
+        """Which limit ran out: the request's deadline, its latency budget's overrun, or the model's
+        first-token timeout."""
+        now = self.clock()
+        if call.deadline - now <= 0:
+            return self._deadline()
+        if call.answer_by is not None and now >= call.answer_by - 0.01:
+            overrun = self.pool.limits.budget_overrun_ms or 0.0
+            retry = max(1.0, self.latency.mean_service_ms(model) / 1000)
+            return LatencyBudgetExceededError(
+                f"no {'answer' if started else 'first token'} from {model} within the latency budget "
+                f"({call.budget.max_latency_ms:g} ms) plus the pool's overrun ({overrun:g} ms): cancelled",
+                retry_after_s=retry)
+        return EngineError(f"model {model} sent no token within {first_timeout:g}s", code="first_token_timeout")
 
     def _deadline(self) -> DeadlineExceededError:
         return DeadlineExceededError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.errors import DeadlineExceededError, EngineError, InvalidRequestError
+from router.errors import DeadlineExceededError, EngineError, InvalidRequestError, LatencyBudgetExceededError
 from router.quality import PriorQuality
 from serve.api.schemas import ChatCompletionRequest, RoutingOptions
 from serve.clients import EngineClient
@@ -15,18 +15,19 @@ from serve.api.requests import budget_from
 from serve.gateway import Gateway
 
 
-def pool(timeout=30.0, **fake):
+def pool(timeout=30.0, overrun_ms=None, **fake):
     models = []
     for name, price, q in (("cheap", 0.1, 0.3), ("dear", 1.0, 0.8)):
         models.append({"name": name, "engine": "fake", "quantization": "none", "context_length": 512,
                        "price": {"input_per_mtok": price, "output_per_mtok": price},
                        "prior_quality": q, "latency_prior": {"ttft_ms": 5, "tpot_ms": 1},
                        "engine_args": fake})
-    return parse_pool({"name": "t", "models": models, "limits": {"request_timeout_s": timeout}})
+    limits = {"request_timeout_s": timeout, **({"budget_overrun_ms": overrun_ms} if overrun_ms else {})}
+    return parse_pool({"name": "t", "models": models, "limits": limits})
 
 
-async def make(timeout=30.0, **fake):
-    p = pool(timeout, **fake)
+async def make(timeout=30.0, overrun_ms=None, **fake):
+    p = pool(timeout, overrun_ms, **fake)
     records = []
     clients = {}
     for m in p.models:
@@ -68,6 +69,59 @@ async def test_deadline_cancels():
     with pytest.raises(DeadlineExceededError):
         [c async for c in gw.run(call)]
     assert records[0].status == 504 and records[0].error_type == "DeadlineExceededError"
+
+
+def budgeted(ms, **kw):
+    return chat(routing=RoutingOptions(max_latency_ms=ms), **kw)
+
+
+async def test_a_first_token_later_than_budget_plus_overrun_is_refused_with_retry_after():
+    """The stream's first token would come at 400 ms; budget 50 ms + overrun 100 ms: a 503 at ~150 ms,
+    no failover (the other model is not broken), no breaker failure, the slot freed."""
+    gw, records = await make(overrun_ms=100, ttft_ms=400)
+    call = await gw.route("chat", budgeted(50, stream=True), {})
+    t0 = gw.clock()
+    with pytest.raises(LatencyBudgetExceededError, match=r"no first token .*\(50 ms\).*\(100 ms\)") as err:
+        [c async for c in gw.run(call)]
+    waited = gw.clock() - t0
+    assert 0.1 <= waited < 0.35 and err.value.retry_after_s >= 1 and err.value.code == "latency_budget_exceeded"
+    assert records[0].status == 503 and not call.failovers
+    assert gw.breakers.allows(call.model) and gw.breakers._b[call.model].failures == 0
+    assert gw.in_flight == {"cheap": 0, "dear": 0}
+
+
+async def test_a_whole_answer_is_bounded_too_but_a_started_stream_is_not():
+    """A whole answer (not streamed) must end by budget + overrun; a stream that has begun may run on."""
+    gw, _ = await make(overrun_ms=100, ttft_ms=1, tpot_ms=60, reply=" ".join(["w"] * 6))  # ~360 ms in all
+    call = await gw.route("chat", budgeted(50), {})
+    with pytest.raises(LatencyBudgetExceededError, match="no answer"):
+        [c async for c in gw.run(call)]
+    call = await gw.route("chat", budgeted(50, stream=True), {})
+    chunks = [c async for c in gw.run(call)]
+    assert "".join(c.text for c in chunks).split() == ["w"] * 6
+
+
+async def test_without_an_overrun_an_admitted_request_runs_past_its_budget():
+    gw, records = await make(ttft_ms=200)
+    call = await gw.route("chat", budgeted(50, stream=True), {})
+    assert call.answer_by is None
+    assert "".join([c.text async for c in gw.run(call)])
+    assert records[0].status == 200
+
+
+async def test_a_probe_that_ends_neither_well_nor_badly_frees_the_half_open_circuit():
+    """A half-open circuit's probe cut off by the budget (or the client leaving) must not keep the
+    circuit shut for good."""
+    gw, _ = await make(overrun_ms=50, ttft_ms=300)
+    b = gw.breakers
+    for _ in range(gw.pool.failover.breaker_failures):
+        b.on_failure("cheap")
+    b._b["cheap"].opened_at -= gw.pool.failover.breaker_reset_s + 1  # now half-open
+    assert b.allows("cheap")
+    call = await gw.route("chat", budgeted(10, model="cheap", stream=True), {})
+    with pytest.raises(LatencyBudgetExceededError):
+        [c async for c in gw.run(call)]
+    assert b.allows("cheap")  # the probe slot is free again
 
 
 async def test_max_tokens_limit_and_default():
