@@ -18,6 +18,10 @@ The verdicts of issue #16's "Done when":
   queue, the gateway admits it only if its predicted first token is within the budget; the margin
   covers the prediction's error and, for a whole answer, the tokens after the first.
 - **fast 503s**: every 503 arrived within :data:`FAST_503_S` of sending, with ``Retry-After``.
+  A request admitted on a prediction that turned out wrong is cut off by the pool's
+  ``limits.budget_overrun_ms`` (503 ``latency_budget_exceeded``, by construction at its budget plus
+  that overrun, within the margin): these cut-offs are counted apart from the refusals at admission,
+  with their own latency, and the verdict names both.
 - **memory flat**: after ``--warmup-s``, no process's RSS grew by more than
   :data:`FLAT_MB` MB or :data:`FLAT_SHARE` of its size (whichever is larger) from the first
   :data:`WINDOW_S` seconds after warm-up to the last ones.
@@ -56,6 +60,7 @@ FAST_503_S = 0.1
 FLAT_MB = 20.0
 FLAT_SHARE = 0.05
 WINDOW_S = 30.0
+CUT_OFF = "service_unavailable/latency_budget_exceeded"  # an admitted request cut at budget + overrun
 
 
 # ----------------------------------------------------------------------------- waits and 503s
@@ -68,7 +73,9 @@ def figures(results: Sequence[RequestResult], scenario: Scenario, margin_s: floa
             fast_s: float = FAST_503_S) -> dict[str, Any]:
     """Counts by outcome and status, the 503s' latency and Retry-After, and each wait against its budget."""
     budgets = {c.name: c.budget.max_latency_ms for c in scenario.classes}
-    shed = [r for r in results if r.status == 503]
+    refused = [r for r in results if r.status == 503]
+    cut = [r for r in refused if r.error.startswith(CUT_OFF)]
+    shed = [r for r in refused if not r.error.startswith(CUT_OFF)]
     shed_s = np.array([r.e2e_s for r in shed if r.e2e_s is not None], dtype=float)
     late: list[dict[str, Any]] = []
     worst: dict[str, Any] | None = None
@@ -85,7 +92,7 @@ def figures(results: Sequence[RequestResult], scenario: Scenario, margin_s: floa
             late.append({"index": r.index, "class": r.klass, "status": r.status, "waited_s": round(waited, 3),
                          "budget_s": budget_ms / 1000})
     slow_503 = [r.index for r in shed if r.e2e_s is None or r.e2e_s > fast_s]
-    no_retry = [r.index for r in shed if not r.retry_after]
+    no_retry = [r.index for r in refused if not r.retry_after]
     over = np.array([waited_s(r) - budgets[r.klass] / 1000 for r in results
                      if budgets.get(r.klass) is not None and waited_s(r) is not None and r.status != 503])
 
@@ -96,10 +103,13 @@ def figures(results: Sequence[RequestResult], scenario: Scenario, margin_s: floa
         "requests": len(results),
         "outcomes": dict(sorted(Counter(r.outcome for r in results).items())),
         "statuses": {str(k): v for k, v in sorted(Counter(r.status for r in results).items())},
-        "shed_codes": dict(Counter(r.error.split(":")[0] for r in shed)),
+        "shed_codes": dict(Counter(r.error.split(":")[0] for r in refused)),
+        "cut_off": [{"index": r.index, "class": r.klass, "model": r.model,
+                     "waited_s": None if waited_s(r) is None else round(waited_s(r), 3),
+                     "budget_s": (budgets.get(r.klass) or 0) / 1000} for r in cut],
         "shed_latency_ms": {"p50": pct(shed_s, 50), "p99": pct(shed_s, 99),
                             "max": round(float(shed_s.max()) * 1000, 1) if shed_s.size else None},
-        "shed_with_retry_after": len(shed) - len(no_retry),
+        "shed_with_retry_after": len(refused) - len(no_retry),
         "answered_over_budget_ms": {"p50": pct(over, 50), "p99": pct(over, 99),
                                     "max": round(float(over.max()) * 1000, 1) if over.size else None,
                                     "count_over_budget": int((over > 0).sum())},
@@ -108,7 +118,7 @@ def figures(results: Sequence[RequestResult], scenario: Scenario, margin_s: floa
         "late": late,
         "unanswered": [r.index for r in unanswered],
         "verdict_waits": not late and not unanswered,
-        "verdict_fast_503": not slow_503 and not no_retry,
+        "verdict_fast_503": not slow_503 and not no_retry and not cut,
         "slow_503": slow_503,
         "shed_without_retry_after": no_retry,
     }
@@ -290,8 +300,10 @@ def render(report: dict[str, Any]) -> str:
         f"| outcomes | {f['outcomes']} |",
         f"| HTTP statuses | {f['statuses']} |",
         f"| 503 codes | {f['shed_codes']} |",
-        f"| 503 latency p50 / p99 / max (ms) | {f['shed_latency_ms']['p50']} / {f['shed_latency_ms']['p99']} / "
-        f"{f['shed_latency_ms']['max']} |",
+        f"| 503 at admission: latency p50 / p99 / max (ms) | {f['shed_latency_ms']['p50']} / "
+        f"{f['shed_latency_ms']['p99']} / {f['shed_latency_ms']['max']} |",
+        f"| admitted, then cut off at budget + overrun (503 latency_budget_exceeded) | {len(f['cut_off'])} "
+        f"{f['cut_off'][:5] if f['cut_off'] else ''} |",
         f"| 503s with Retry-After | {f['shed_with_retry_after']} of {f['statuses'].get('503', 0)} |",
         f"| answered: wait minus budget p50 / p99 / max (ms) | {f['answered_over_budget_ms']['p50']} / "
         f"{f['answered_over_budget_ms']['p99']} / {f['answered_over_budget_ms']['max']} "
@@ -300,7 +312,7 @@ def render(report: dict[str, Any]) -> str:
         f"| waits within budget + {f['margin_s']:g} s | {'yes' if f['verdict_waits'] else 'NO'} "
         f"({len(f['late'])} late, {len(f['unanswered'])} unanswered) |",
         f"| every 503 within {FAST_503_S * 1000:g} ms with Retry-After | {'yes' if f['verdict_fast_503'] else 'NO'} "
-        f"({len(f['slow_503'])} slower) |",
+        f"({len(f['slow_503'])} slower, {len(f['cut_off'])} cut off) |",
         f"| memory flat after {report['warmup_s']:g} s warm-up | "
         f"{'yes' if report['verdict_memory'] else 'NO'} |", "",
         "| process | RSS after warm-up (MiB) | at end (MiB) | growth (MiB) | flat |", "|---|---|---|---|---|"]

@@ -75,6 +75,10 @@ def test_figures_and_verdicts(scenario):
     f = figures(late, scenario, margin_s=5.0)
     assert not f["verdict_waits"] and [x["index"] for x in f["late"]] == [5] and f["unanswered"] == [8]
     assert not f["verdict_fast_503"] and f["slow_503"] == [6] and f["shed_without_retry_after"] == [7]
+    cut = replace(_res(9, "chat-short", 503, 14.9), error="service_unavailable/latency_budget_exceeded: x")
+    f = figures(ok + [cut], scenario, margin_s=5.0)  # admitted, then cut off at budget + overrun
+    assert f["verdict_waits"] and not f["verdict_fast_503"] and f["slow_503"] == []
+    assert [c["index"] for c in f["cut_off"]] == [9] and f["shed_latency_ms"]["max"] == 50.0
     assert sustained([_res(0, "chat-short", 200, 9.0)], scenario)
     assert not sustained([_res(0, "chat-short", 200, 11.0)], scenario)  # past its budget
     assert not sustained([_res(0, "chat-short", 503, 0.01)], scenario)  # refused
