@@ -18,6 +18,7 @@ from serve.config import ModelConfig, PoolConfig, load_pool, parse_pool, resolve
 from serve.data import POOLS_DIR
 from serve.ingress import Ingress
 from serve.model_server import ModelServer
+from serve.placement import deployed_models, ingress_actor_options
 from serve.state import store_name
 from serve.telemetry.service import Telemetry
 
@@ -73,9 +74,9 @@ def build_app(args: dict[str, Any]) -> Application:
     pool = pool_from_args(args)
     callers = pool.ingress_replicas if store_name(pool) == "memory" else 1
     models = {m.name: ModelServer.options(**model_options(m, callers)).bind(m.model_dump(mode="json"))
-              for m in pool.models}
+              for m in deployed_models(pool)}
     own = gateway_actor_options(pool)
     telemetry = Telemetry.options(name="telemetry", ray_actor_options=own).bind(pool.monitoring.model_dump(mode="json"))
     ingress = Ingress.options(name="ingress", num_replicas=pool.ingress_replicas,
-                              ray_actor_options=own, max_ongoing_requests=1000)
+                              ray_actor_options=ingress_actor_options(pool, own), max_ongoing_requests=1000)
     return ingress.bind(pool.model_dump(mode="json"), models, telemetry)

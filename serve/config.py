@@ -144,6 +144,10 @@ class ModelConfig(Frozen):
     max_ongoing_requests: int = Field(default=8, ge=1)
     max_queued_requests: int = Field(default=64, ge=-1)
     engine_args: dict[str, Any] = Field(default_factory=dict)
+    placement: Literal["deployment", "ingress"] = Field(
+        default="deployment", description="where the engine runs: its own Ray Serve deployment (deployment), or "
+        "inside each ingress replica, called in-process without a Ray hop (ingress: for a small CPU engine; "
+        "one engine per ingress replica, so replicas must equal the pool's ingress_replicas)")
     capabilities: tuple[Literal["tools", "json_schema"], ...] = Field(
         default=(), description="what the model can serve beyond plain text: tools (its chat template has a "
         "tool-call format), json_schema (constrained JSON output: response_format json_object/json_schema)")
@@ -261,6 +265,15 @@ class PoolConfig(Frozen):
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
         if "auto" in names:
             raise ValueError("'auto' is reserved for routing and cannot name a model")
+        for m in self.models:
+            if m.placement != "ingress":
+                continue
+            if m.replicas != self.ingress_replicas:
+                raise ValueError(f"model {m.name!r} (placement: ingress) runs one engine in each ingress replica: "
+                                 f"its replicas ({m.replicas}) must equal ingress_replicas ({self.ingress_replicas})")
+            if m.resources.num_gpus or m.resources.custom:
+                raise ValueError(f"model {m.name!r} (placement: ingress) runs on the ingress's node: it takes "
+                                 "num_cpus and memory_gb only (no GPUs, no custom resources)")
         return self
 
     def model(self, name: str) -> ModelConfig:

@@ -25,13 +25,14 @@ from serve.api.errors import HttpError, from_exception
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest, error_body
 from serve.auth import ANONYMOUS, ApiKey, Authenticator, load_keys
 from serve.budgets import NO_SPEND, Budgets, SpendTicket, budget_response
-from serve.clients import HandleClient, ModelClient
+from serve.clients import ModelClient
 from serve.config import PoolConfig
 from serve.engines.base import Chunk
 from serve.api.requests import priority_from, routing_text
 from serve.gateway import Call, Gateway
 from serve.quotas import NO_TICKET, Quotas, Ticket
 from serve.replica_load import poll_loads, reported
+from serve.placement import model_clients
 from serve.profile_watch import ProfileWatcher
 from serve.shadow import OutputChecks
 from serve.state import StateStore, build_store
@@ -356,7 +357,7 @@ def load_quality(pool: PoolConfig) -> tuple[QualityPredictor, dict[str, float]]:
 class Ingress:
     def __init__(self, pool: dict, models: dict, telemetry: Any) -> None:
         config = PoolConfig.model_validate(pool)
-        clients = {name: HandleClient(handle) for name, handle in models.items()}
+        clients = model_clients(config, models)
         quality, thresholds = load_quality(config)
         self.core = IngressCore(config, clients, quality, telemetry, cascade_thresholds=thresholds)
         self.core.start_background()
