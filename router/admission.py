@@ -110,10 +110,14 @@ def redirected(decision: Decision, chosen: str) -> Decision:
 class WaitBound:
     """What queueing may cost a request: while it would have to wait for a slot, its expected first
     token within its latency budget, and its wait within the pool's maximum queue wait. Either
-    limit may be absent."""
+    limit may be absent. ``hard_ms`` (the budget plus the pool's overrun, where the gateway cuts a
+    request off): the first token at the quantile of the queue's live misprediction
+    (``Prediction.first_token_hi_ms``), and for a ``whole`` answer its decode too, within it."""
 
     budget_ms: float | None = None
     max_wait_ms: float | None = None
+    hard_ms: float | None = None
+    whole: bool = False
 
     def excess_ms(self, pred: Prediction, waited_ms: float = 0.0) -> float:
         """How far past its limits queueing for ``pred``'s model takes a request that has already
@@ -123,14 +127,20 @@ class WaitBound:
             over.append(waited_ms + pred.wait_ms - self.max_wait_ms)
         if self.budget_ms is not None and pred.wait_ms > 0:  # no queue, no shedding: best effort as ever
             over.append(waited_ms + pred.first_token_ms - self.budget_ms)
+            if self.hard_ms is not None:
+                decode = max(0.0, pred.latency_ms - pred.ttft_ms) if self.whole else 0.0
+                over.append(waited_ms + max(pred.first_token_hi_ms, pred.first_token_ms) + decode - self.hard_ms)
         return max(over)
 
 
-def wait_bound(budget: Budget, max_queue_wait_ms: float | None) -> WaitBound | None:
-    """The request's limits on queueing: its latency budget and the pool's maximum queue wait."""
+def wait_bound(budget: Budget, max_queue_wait_ms: float | None, overrun_ms: float | None = None,
+               whole: bool = False) -> WaitBound | None:
+    """The request's limits on queueing: its latency budget (plus the pool's overrun, if any: the
+    hard limit) and the pool's maximum queue wait; ``whole``: the answer is not streamed."""
     if budget.max_latency_ms is None and max_queue_wait_ms is None:
         return None
-    return WaitBound(budget.max_latency_ms, max_queue_wait_ms)
+    hard = None if overrun_ms is None or budget.max_latency_ms is None else budget.max_latency_ms + overrun_ms
+    return WaitBound(budget.max_latency_ms, max_queue_wait_ms, hard, whole)
 
 
 def _prediction(decision: Decision, model: str) -> Prediction:

@@ -21,6 +21,12 @@ cost per token, is scaled by the replicas' reported slowdown (how much longer th
 they take now, at least 1). ``output_tokens`` is bounded by the
 request's ``max_tokens``.
 
+Admission's hard limit (a latency budget plus the pool's overrun) is checked on the expected
+first token scaled by how far the first tokens of queued requests have come after their
+admission-time prediction (``observe_first_token``: the log of observed / predicted, its
+exponentially weighted mean plus ``z`` standard deviations, never below 1): the queue's own
+misprediction, learned live, so a slowed-down machine sheds earlier instead of cutting requests off.
+
 The router budgets on a *high quantile*, not the mean: the log of observed / predicted is
 tracked as an exponentially weighted mean and variance, and a prediction is scaled by
 ``exp(mu + z * sigma)`` for the configured quantile. The model adapts as load changes and
@@ -68,6 +74,7 @@ class LatencyEstimate:
     wait_ms: float
     output_tokens: float
     first_token_ms: float = 0.0  # the mean (not the quantile) of ttft: the wait plus the prompt's prefill
+    first_token_hi_ms: float = 0.0  # first_token_ms at the quantile of the queue's live misprediction
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,8 @@ class _ModelState:
         # log(observed / predicted) of ttft and e2e: their spread gives the quantile uplift
         self.ttft_err = Ewma(0.0, alpha, initial_var=0.05)
         self.e2e_err = Ewma(0.0, alpha, initial_var=0.05)
+        # log(observed / predicted) of a queued request's first token against its admission-time mean
+        self.first_token_err = Ewma(0.0, alpha)
 
 
 class LatencyModel:
@@ -159,8 +168,17 @@ class LatencyModel:
         e2e_mean = ttft_mean + tpot * out
         ttft_q = ttft_mean * math.exp(st.ttft_err.mean + self._z * st.ttft_err.std)
         e2e_q = e2e_mean * math.exp(st.e2e_err.mean + self._z * st.e2e_err.std)
+        err = st.first_token_err
+        first_hi = ttft_mean * math.exp(max(0.0, err.mean + self._z * err.std)) if wait > 0 else ttft_mean
         return LatencyEstimate(ttft_ms=ttft_q, e2e_ms=e2e_q, wait_ms=wait,
-                               output_tokens=self.expected_output_tokens(model, max_tokens), first_token_ms=ttft_mean)
+                               output_tokens=self.expected_output_tokens(model, max_tokens), first_token_ms=ttft_mean,
+                               first_token_hi_ms=first_hi)
+
+    def observe_first_token(self, model: str, predicted_ms: float, observed_ms: float) -> None:
+        """A queued request's first token came ``observed_ms`` after admission, ``predicted_ms`` expected
+        (a request cut off before it: the time it waited, a lower bound)."""
+        if predicted_ms > 0:
+            self._state(model).first_token_err.update(math.log(max(observed_ms, 1.0) / predicted_ms))
 
     def observe(self, model: str, obs: Observation) -> None:
         st = self._state(model)
@@ -190,6 +208,8 @@ class LatencyModel:
                 "output_tokens": st.output_tokens.mean,
                 "prompt_tokens": st.prompt_tokens.mean,
                 "observations": float(st.tpot.count),
+                "first_token_err_mean": st.first_token_err.mean,
+                "first_token_err_std": st.first_token_err.std,
             }
             for name, st in self._models.items()
         }

@@ -94,6 +94,7 @@ class Router:
             fits_context=req.prompt_tokens + 1 <= card.context_length,
             wait_ms=lat.wait_ms,
             first_token_ms=lat.first_token_ms,
+            first_token_hi_ms=lat.first_token_hi_ms,
         )
 
     def decide(self, req: RouteRequest, loads: Mapping[str, ModelLoad],

@@ -130,6 +130,7 @@ class Prediction:
     fits_context: bool = True
     wait_ms: float = 0.0  # the expected queueing delay behind the requests already on the model
     first_token_ms: float = 0.0  # the expected time to the first token: that wait plus the prompt's prefill
+    first_token_hi_ms: float = 0.0  # the same at the quantile of the queue's live misprediction
 
     @property
     def feasible(self) -> bool:

@@ -26,7 +26,7 @@ from router import (
     merge_budget,
 )
 from router.admission import (
-    Capacity, Priority, admission_order, redirected, still_within_wait, wait_bound, within_wait,
+    Capacity, Priority, WaitBound, admission_order, redirected, still_within_wait, wait_bound, within_wait,
 )
 from router.breaker import BreakerPolicy, CircuitBreakers
 from router.cascade import escalated, should_escalate, with_cascade
@@ -140,8 +140,9 @@ class Gateway:
         generation = generation_request(req, max_tokens)
         request_id = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         decided, route_req = decide_paced(self.router, route_req, asked, self.defaults, pace, self.loads(), quality)
-        decision = await self._admit(decided, priority, request_id, route_req.budget)  # pace: a key ahead of its pace
         cascade = req.routing.cascade if req.routing and req.routing.cascade is not None else self.pool.routing.cascade
+        decision = await self._admit(decided, priority, request_id, route_req.budget,  # pace: a key ahead of its pace
+                                     whole=cascade or not req.stream)
         if cascade:  # from the admitted model, with its own threshold
             decision = with_cascade(decision, self.cascade_thresholds)
         now = self.clock()
@@ -156,12 +157,17 @@ class Gateway:
             cascade=decision.escalate_to is not None, route_class=route_class(pinned is not None, asked),
         )
 
-    async def _admit(self, decision: Decision, priority: Priority, holder: str, budget: Budget) -> Decision:
+    def _bound(self, budget: Budget, whole: bool) -> WaitBound | None:
+        limits = self.pool.limits
+        return wait_bound(budget, limits.max_queue_wait_ms, limits.budget_overrun_ms, whole)
+
+    async def _admit(self, decision: Decision, priority: Priority, holder: str, budget: Budget, *,
+                     whole: bool) -> Decision:
         """Admission control (``router.admission``): the router's choice if it has room, else the next;
         none whose predicted wait exceeds the budget or the pool's maximum queue wait (503 at once).
         The admitted model's slot is leased in one atomic step of the shared store, so concurrent
         requests, on this replica or another, cannot all pass before any is counted."""
-        order = within_wait(decision, admission_order(decision), wait_bound(budget, self.pool.limits.max_queue_wait_ms))
+        order = within_wait(decision, admission_order(decision), self._bound(budget, whole))
         chosen = await self.slots.admit(order, priority, holder, {m: self.latency.mean_service_ms(m) for m in order})
         return redirected(decision, chosen)
 
@@ -239,7 +245,7 @@ class Gateway:
         # an escalated cascade does not fall back to the model whose answer it refused
         tried = frozenset([*call.failovers, failed, *([call.cascade_from] if call.cascade_from else [])])
         nxt = self.router.fallback(call.route_request, self.loads(), call.quality, tried)
-        bound = wait_bound(call.budget, self.pool.limits.max_queue_wait_ms)  # only where it may still wait
+        bound = self._bound(call.budget, not call.stream)  # only where it may still wait
         return nxt if nxt and still_within_wait(nxt, bound, (self.clock() - call.started) * 1000) else None
 
     async def _attempt(self, call: Call, model: str, *, whole: bool = False) -> AsyncIterator[Chunk]:
@@ -299,20 +305,17 @@ class Gateway:
         first-token timeout."""
         now = self.clock()
         if call.deadline - now <= 0:
-            return self._deadline()
+            return DeadlineExceededError(f"request exceeded its {self.pool.limits.request_timeout_s:g}s deadline and "
+                                         "was cancelled", code="deadline_exceeded")
         if call.answer_by is not None and now >= call.answer_by - 0.01:
-            overrun = self.pool.limits.budget_overrun_ms or 0.0
-            retry = max(1.0, self.latency.mean_service_ms(model) / 1000)
+            if not started:
+                self._learn_queue(call, model, now)  # a lower bound: it had not come yet
             return LatencyBudgetExceededError(
                 f"no {'answer' if started else 'first token'} from {model} within the latency budget "
-                f"({call.budget.max_latency_ms:g} ms) plus the pool's overrun ({overrun:g} ms): cancelled",
-                retry_after_s=retry)
+                f"({call.budget.max_latency_ms:g} ms) plus the pool's overrun "
+                f"({self.pool.limits.budget_overrun_ms:g} ms): cancelled",
+                retry_after_s=max(1.0, self.latency.mean_service_ms(model) / 1000))
         return EngineError(f"model {model} sent no token within {first_timeout:g}s", code="first_token_timeout")
-
-    def _deadline(self) -> DeadlineExceededError:
-        return DeadlineExceededError(
-            f"request exceeded its {self.pool.limits.request_timeout_s:g}s deadline and was cancelled",
-            code="deadline_exceeded")
 
     def _account(self, call: Call, chunk: Chunk) -> None:
         if call.ttft_s is None and (chunk.text or chunk.finish_reason):
@@ -332,9 +335,16 @@ class Gateway:
         """Teach the latency model this attempt's own timings (not a failed or refused attempt's)."""
         if first_at is None:
             return
+        self._learn_queue(call, model, first_at)
         self.latency.observe(model, Observation(
             prompt_tokens=call.prompt_tokens, output_tokens=call.completion_tokens,
             ttft_ms=(first_at - began) * 1000, e2e_ms=(self.clock() - began) * 1000, ahead_at_start=ahead))
+
+    def _learn_queue(self, call: Call, model: str, first_at: float) -> None:
+        """A queued request's first token (or, cut off, its wait so far) against admission's prediction."""
+        pred = call.decision.prediction
+        if pred.model == model and pred.wait_ms > 0 and not call.cascade_from:
+            self.latency.observe_first_token(model, pred.first_token_ms, (first_at - call.started) * 1000)
 
     # ------------------------------------------------------------------ accounting
     def cost(self, call: Call) -> float:

@@ -119,6 +119,36 @@ def test_the_budget_bounds_the_first_token_of_a_request_that_would_queue():
     assert 0 < one.prediction.wait_ms and within_wait(one, ("small",), roomy) == ("small",)
 
 
+def test_the_hard_limit_is_checked_on_the_queue_s_learned_misprediction():
+    """Budget + overrun is where the gateway cuts a request off: admission keeps the first token at the
+    quantile of how late queued first tokens have come against their prediction (learned live) within
+    it, and a whole answer's decode too."""
+    lm = LatencyModel(CARDS, quantile=0.9)
+    r = Router(CARDS, lm, near_equal=None)
+    pinned = RouteRequest(prompt="p", prompt_tokens=20, max_tokens=50, budget=Budget(max_latency_ms=10_000),
+                          pinned_model="small")
+    busy = {"small": ModelLoad(in_flight=6)}
+    before = r.decide(pinned, busy, {}).prediction
+    assert 0 < before.wait_ms and before.first_token_hi_ms == before.first_token_ms  # nothing learned yet
+    for late in (1.3, 1.5, 1.4, 1.6, 1.5, 1.4):  # queued first tokens came 30-60% after their prediction
+        lm.observe_first_token("small", 1000.0, 1000.0 * late)
+    d = r.decide(pinned, busy, {})
+    p = d.prediction
+    assert p.first_token_hi_ms > 1.4 * p.first_token_ms  # mean ~1.45 plus the spread
+    budget = p.first_token_ms + 10  # the expected first token fits the budget...
+    assert within_wait(d, ("small",), WaitBound(budget_ms=budget)) == ("small",)
+    with pytest.raises(OverloadedError, match="queue_wait|first token"):  # ...but not the hard limit at the quantile
+        within_wait(d, ("small",), WaitBound(budget_ms=budget, hard_ms=budget + 0.2 * p.first_token_ms))
+    hard = p.first_token_hi_ms + 1
+    assert within_wait(d, ("small",), WaitBound(budget_ms=budget, hard_ms=hard)) == ("small",)
+    with pytest.raises(OverloadedError):  # a whole answer must also decode within it
+        within_wait(d, ("small",), WaitBound(budget_ms=budget, hard_ms=hard, whole=True))
+    assert wait_bound(Budget(max_latency_ms=5000), None, 4500, whole=True) == WaitBound(5000, None, 9500, True)
+    assert wait_bound(Budget(), 2000, 4500) == WaitBound(max_wait_ms=2000)  # no budget, no hard limit
+    idle = r.decide(pinned, {}, {}).prediction  # no queue: never shed, best effort as ever
+    assert idle.wait_ms == 0 and WaitBound(budget_ms=1, hard_ms=1, whole=True).excess_ms(idle) < 0
+
+
 def test_retry_after_is_the_excess_and_at_least_a_second():
     r = router()
     d = r.decide(req(), {"small": ModelLoad(in_flight=1), "large": ModelLoad(in_flight=1)}, {})

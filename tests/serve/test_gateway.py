@@ -3,6 +3,8 @@ accounting, no Ray. The real-model behaviour is covered in test_gateway_e2e.py."
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from router.errors import DeadlineExceededError, EngineError, InvalidRequestError, LatencyBudgetExceededError
@@ -15,19 +17,19 @@ from serve.api.requests import budget_from
 from serve.gateway import Gateway
 
 
-def pool(timeout=30.0, overrun_ms=None, **fake):
+def pool(timeout=30.0, overrun_ms=None, slots=None, **fake):
     models = []
     for name, price, q in (("cheap", 0.1, 0.3), ("dear", 1.0, 0.8)):
         models.append({"name": name, "engine": "fake", "quantization": "none", "context_length": 512,
                        "price": {"input_per_mtok": price, "output_per_mtok": price},
                        "prior_quality": q, "latency_prior": {"ttft_ms": 5, "tpot_ms": 1},
-                       "engine_args": fake})
+                       "engine_args": fake, **({"max_ongoing_requests": slots} if slots else {})})
     limits = {"request_timeout_s": timeout, **({"budget_overrun_ms": overrun_ms} if overrun_ms else {})}
     return parse_pool({"name": "t", "models": models, "limits": limits})
 
 
-async def make(timeout=30.0, overrun_ms=None, **fake):
-    p = pool(timeout, overrun_ms, **fake)
+async def make(timeout=30.0, overrun_ms=None, slots=None, **fake):
+    p = pool(timeout, overrun_ms, slots, **fake)
     records = []
     clients = {}
     for m in p.models:
@@ -99,6 +101,26 @@ async def test_a_whole_answer_is_bounded_too_but_a_started_stream_is_not():
     call = await gw.route("chat", budgeted(50, stream=True), {})
     chunks = [c async for c in gw.run(call)]
     assert "".join(c.text for c in chunks).split() == ["w"] * 6
+
+
+async def test_a_queued_request_cut_off_teaches_admission_that_the_queue_runs_late():
+    """One slot, two requests: the second queues on a prediction of ~0.1 s, is cut off at 0.3 s
+    (budget 200 ms + overrun 100 ms) and its wait, a lower bound, raises the learned misprediction."""
+    gw, _ = await make(overrun_ms=100, slots=1, ttft_ms=600)
+    assert gw.capacity["cheap"].slots == 1
+    calls = [await gw.route("chat", budgeted(200, model="cheap", stream=True), {}) for _ in range(2)]
+    assert calls[0].decision.prediction.wait_ms == 0 < calls[1].decision.prediction.wait_ms
+    assert calls[1].decision.prediction.first_token_ms < 200
+
+    async def run(call):
+        with pytest.raises(LatencyBudgetExceededError):
+            [c async for c in gw.run(call)]
+
+    await asyncio.gather(*(run(c) for c in calls))
+    snap = gw.latency.snapshot()["cheap"]
+    assert snap["first_token_err_mean"] > 0.2  # only the queued one taught it: log(>=300 / ~100) * alpha
+    again = await gw.route("chat", budgeted(200, model="cheap", stream=True), {})
+    assert again.decision.prediction.first_token_hi_ms == again.decision.prediction.first_token_ms  # no queue now
 
 
 async def test_without_an_overrun_an_admitted_request_runs_past_its_budget():
