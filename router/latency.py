@@ -24,8 +24,9 @@ request's ``max_tokens``.
 Admission's hard limit (a latency budget plus the pool's overrun) is checked on the expected
 first token scaled by how far the first tokens of queued requests have come after their
 admission-time prediction (``observe_first_token``: the log of observed / predicted, its
-exponentially weighted mean plus ``z`` standard deviations, never below 1): the queue's own
-misprediction, learned live, so a slowed-down machine sheds earlier instead of cutting requests off.
+exponentially weighted mean plus ``z`` standard deviations, never below 1; before any is seen, a
+spread of about 30%): the queue's own misprediction, learned live, so a slowed-down machine sheds
+earlier instead of cutting requests off.
 
 The router budgets on a *high quantile*, not the mean: the log of observed / predicted is
 tracked as an exponentially weighted mean and variance, and a prediction is scaled by
@@ -99,8 +100,9 @@ class _ModelState:
         # log(observed / predicted) of ttft and e2e: their spread gives the quantile uplift
         self.ttft_err = Ewma(0.0, alpha, initial_var=0.05)
         self.e2e_err = Ewma(0.0, alpha, initial_var=0.05)
-        # log(observed / predicted) of a queued request's first token against its admission-time mean
-        self.first_token_err = Ewma(0.0, alpha)
+        # log(observed / predicted) of a queued request's first token against its admission-time mean;
+        # until queued requests have shown how far off it runs, assume about 30% either way
+        self.first_token_err = Ewma(0.0, alpha, initial_var=0.1)
 
 
 class LatencyModel:
