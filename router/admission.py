@@ -16,7 +16,9 @@ requests and, under overload, would refuse requests the model can serve in time.
 model can take within these is refused at once (``queue_wait_exceeded``) rather than left to
 wait out its deadline, with a ``Retry-After`` of the time until the nearest model is back within
 them. A request that would not wait is never shed for its budget: it gets the closest model,
-best effort, as before. Admitted requests are never shed later; a request whose model failed
+best effort, as before. Admitted requests are never shed for load later (the gateway only cuts
+one off at its hard limit, the budget plus the pool's overrun, which admission checks on the
+first token at the quantile of the queue's learned misprediction); a request whose model failed
 before its first token fails over only to a model it can still wait for within what is left of
 its bound (:func:`still_within_wait`).
 """
