@@ -156,13 +156,16 @@ async def sweep(tiers: dict[str, Send], levels: Sequence[int], n_per_level: int,
     for c in levels:
         samples: dict[str, list[Sample]] = {name: [] for name in tiers}
         walls: dict[str, float] = {name: 0.0 for name in tiers}
+        own = {name: 0.0 for name in tiers}  # this process's CPU seconds while each tier ran
         busy = {name: 0.0 for name in cpu}  # a gateway's CPU seconds while its own tier ran
         idle = {name: [0.0, 0.0] for name in cpu}  # ... and CPU seconds, wall seconds while others ran
         for k in range(rounds):
             order = list(tiers) if k % 2 == 0 else list(reversed(tiers))
             for name in order:
                 before = {g: probe() for g, probe in cpu.items()}
+                mine = time.process_time()
                 got, wall = await _closed_loop(tiers[name], per_round, c)
+                own[name] += time.process_time() - mine
                 for g, probe in cpu.items():
                     used = probe() - before[g]
                     if g == name:
@@ -174,6 +177,9 @@ async def sweep(tiers: dict[str, Send], levels: Sequence[int], n_per_level: int,
                 walls[name] += wall
         level: dict[str, Any] = {"concurrency": c, "overhead": {},
                                  "tiers": {name: _figures(samples[name], walls[name]) for name in tiers}}
+        for name, used in own.items():  # the engine tier's: the engine's own CPU (and a bare loop over it)
+            tokens = sum(s.tokens for s in samples[name] if s.ok)
+            level["tiers"][name]["process_cpu_ms_per_1k_tokens"] = round(used * 1e6 / tokens, 1) if tokens else None
         for name, used in busy.items():
             # less what its processes burn idle (Ray's own polling) over the same wall time
             idle_rate = idle[name][0] / idle[name][1] if idle[name][1] else 0.0

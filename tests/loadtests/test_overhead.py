@@ -36,3 +36,21 @@ async def test_gateway_cpu_is_counted_net_of_its_idle_rate():
     # warm-up once each, then rounds alternate the order: engine first, then gateway first
     blocks = [log[i] for i in range(2, len(log), 2)]
     assert blocks[:4] == ["engine", "gateway-http", "gateway-http", "engine"]
+
+
+async def test_each_tier_s_own_process_cpu_is_counted_per_1k_tokens():
+    def spin(seconds):  # burn this process's CPU, so process_time moves
+        import time
+
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            pass
+
+    async def busy(i):
+        spin(0.02)
+        return Sample(prompt=0, ttft_s=0.001, e2e_s=0.002, tokens=10, ok=True)
+
+    out = await sweep({"engine": busy, "gateway-inprocess": _tier([], "gw")}, [1], 4, rounds=2)
+    tiers = out["levels"][0]["tiers"]
+    assert tiers["engine"]["process_cpu_ms_per_1k_tokens"] >= 2000.0  # >= 20 ms per 10 tokens
+    assert tiers["gateway-inprocess"]["process_cpu_ms_per_1k_tokens"] < tiers["engine"]["process_cpu_ms_per_1k_tokens"]
