@@ -29,6 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def start(pool_path: str, host: str, port: int, num_cpus: int | None = None) -> None:
     """Start local Ray and Serve, and deploy the app (returns before models finish loading)."""
+    from serve.serve_options import haproxy_available, serve_env
+
+    added = serve_env(os.environ, haproxy_available())
+    os.environ.update(added)  # before Ray is imported or started: every Serve process reads them at import
+    if added:
+        print(f"tiergate: Ray Serve options: {' '.join(f'{k}={v}' for k, v in sorted(added.items()))}", flush=True)
     import ray
     from ray import serve
 
