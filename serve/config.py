@@ -202,9 +202,10 @@ class LimitsConfig(Frozen):
         "longer than its own latency budget) gets 503 with Retry-After at once (code queue_wait_exceeded); "
         "unset: only the latency budget bounds the wait")
     budget_overrun_ms: float | None = Field(
-        default=None, gt=0, description="a request with a latency budget that has no first token (a stream) or "
-        "no whole answer by its budget plus this is cancelled and answered 503 with Retry-After (code "
-        "latency_budget_exceeded); unset: an admitted request runs until request_timeout_s")
+        default=None, gt=0, description="a request that asked for a latency budget (not the pool's default) and "
+        "has no first token (a stream) or no whole answer by that budget plus this is cancelled and answered "
+        "503 with Retry-After (code latency_budget_exceeded); unset: an admitted request runs until "
+        "request_timeout_s")
 
 
 class AuthConfig(Frozen):

@@ -131,6 +131,21 @@ async def test_without_an_overrun_an_admitted_request_runs_past_its_budget():
     assert records[0].status == 200
 
 
+async def test_only_a_budget_the_request_asked_for_is_a_hard_limit():
+    """The pool's default latency budget routes; it does not cut off a request that asked for none."""
+    p = pool(overrun_ms=100, ttft_ms=300)
+    p = p.model_copy(update={"routing": p.routing.model_copy(update={"max_latency_ms": 50.0})})
+    gw = Gateway(p, {m.name: EngineClient(FakeEngine(m, FakeArgs(**m.engine_args))) for m in p.models},
+                 PriorQuality({m.name: m.prior_quality for m in p.models}), lambda r: None)
+    for c in gw.clients.values():
+        await c.engine.start()
+    call = await gw.route("chat", chat(stream=True), {})
+    assert call.budget.max_latency_ms == 50 and call.answer_by is None
+    assert "".join([c.text async for c in gw.run(call)])
+    asked = await gw.route("chat", budgeted(50, stream=True), {})
+    assert asked.answer_by is not None
+
+
 async def test_a_probe_that_ends_neither_well_nor_badly_frees_the_half_open_circuit():
     """A half-open circuit's probe cut off by the budget (or the client leaving) must not keep the
     circuit shut for good."""
