@@ -222,8 +222,15 @@ def test_every_query_against_the_live_gateway_with_monitoring(tmp_path, monitore
         deadline = time.monotonic() + 90
         needed = {"tiergate_drift_score", "tiergate_shadow_requests_total", "tiergate_probe_requests_total",
                   "tiergate_calibration_requests_total"}
+        extra = 0
         while not needed <= _exported(monitored.base_url) and time.monotonic() < deadline:
-            time.sleep(1)
+            # a drift window scores only with min_samples answers in it: if the five above fell into
+            # windows of one each (a slow first answer from the large model), keep a little traffic coming
+            with httpx.Client(base_url=monitored.api, timeout=120,
+                              headers={"authorization": f"Bearer {MONITOR_KEY}"}) as client:
+                _chat(client, SMALL, 10 + extra)
+            extra += 1
+            time.sleep(2)
         assert needed <= _exported(monitored.base_url)
         queries = all_queries()
         data = _data_queries(queries)

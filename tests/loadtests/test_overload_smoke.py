@@ -61,7 +61,9 @@ async def test_overload_is_answered_dropped_or_refused_at_once(app):
         assert cut["budget_s"] + overrun_s - 0.5 <= cut["waited_s"] <= cut["budget_s"] + overrun_s + 2, cut
     answered = [r for r in rs if r.outcome == "ok"]
     assert answered and all(r.finish_reason and r.completion_tokens > 0 for r in answered)
+    # a planned hang-up happens only on an answered stream (a refused one has nothing to hang up on); how
+    # many there are depends on how many the gateway refused (the client's drop: test_overload.py)
     planned = {r.index for r in rs if r.outcome == "dropped"}
-    assert planned and all(r.status == 200 for r in rs if r.index in planned)
+    assert all(r.status == 200 and r.stream for r in rs if r.index in planned)
     mem = memory(sampler.named(), warmup_s=0.0, end_s=run.wall_s, window_s=run.wall_s + 1)
     assert any("ServeReplica:overload-smoke:model-" in name for name in mem), sorted(mem)
