@@ -142,14 +142,14 @@ class Gateway:
         decided, route_req = decide_paced(self.router, route_req, asked, self.defaults, pace, self.loads(), quality)
         cascade = req.routing.cascade if req.routing and req.routing.cascade is not None else self.pool.routing.cascade
         # only a latency budget the request asked for is a hard limit (the pool's default routes, no more)
-        overrun = limits.budget_overrun_ms if asked and asked.max_latency_ms is not None else None
+        hard = asked is not None and asked.max_latency_ms is not None
         decision = await self._admit(decided, priority, request_id, route_req.budget,  # pace: a key ahead of its pace
-                                     whole=cascade or not req.stream, overrun_ms=overrun)
+                                     whole=cascade or not req.stream, hard=hard)
         if cascade:  # from the admitted model, with its own threshold
             decision = with_cascade(decision, self.cascade_thresholds)
         now = self.clock()
-        answer_by = None if overrun is None or route_req.budget.max_latency_ms is None else \
-            t0 + (route_req.budget.max_latency_ms + overrun) / 1000
+        bound = self._bound(route_req.budget, not req.stream, hard)
+        answer_by = None if bound is None or bound.hard_ms is None else t0 + bound.hard_ms / 1000
         return Call(
             request_id=request_id, endpoint=endpoint, requested_model=req.model, decision=decision, generation=generation,
             budget=route_req.budget, stream=req.stream, include_usage=req.include_usage(), created=int(time.time()),
@@ -158,16 +158,18 @@ class Gateway:
             cascade=decision.escalate_to is not None, route_class=route_class(pinned is not None, asked),
         )
 
-    def _bound(self, budget: Budget, whole: bool, overrun_ms: float | None) -> WaitBound | None:
-        return wait_bound(budget, self.pool.limits.max_queue_wait_ms, overrun_ms, whole)
+    def _bound(self, budget: Budget, whole: bool, hard: bool) -> WaitBound | None:
+        """The request's wait bound; ``hard``: its budget plus the pool's overrun is a hard limit."""
+        limits = self.pool.limits
+        return wait_bound(budget, limits.max_queue_wait_ms, limits.budget_overrun_ms if hard else None, whole)
 
     async def _admit(self, decision: Decision, priority: Priority, holder: str, budget: Budget, *,
-                     whole: bool, overrun_ms: float | None) -> Decision:
+                     whole: bool, hard: bool) -> Decision:
         """Admission control (``router.admission``): the router's choice if it has room, else the next;
         none whose predicted wait exceeds the budget or the pool's maximum queue wait (503 at once).
         The admitted model's slot is leased in one atomic step of the shared store, so concurrent
         requests, on this replica or another, cannot all pass before any is counted."""
-        order = within_wait(decision, admission_order(decision), self._bound(budget, whole, overrun_ms))
+        order = within_wait(decision, admission_order(decision), self._bound(budget, whole, hard))
         chosen = await self.slots.admit(order, priority, holder, {m: self.latency.mean_service_ms(m) for m in order})
         return redirected(decision, chosen)
 
@@ -245,8 +247,7 @@ class Gateway:
         # an escalated cascade does not fall back to the model whose answer it refused
         tried = frozenset([*call.failovers, failed, *([call.cascade_from] if call.cascade_from else [])])
         nxt = self.router.fallback(call.route_request, self.loads(), call.quality, tried)
-        overrun = self.pool.limits.budget_overrun_ms if call.answer_by is not None else None
-        bound = self._bound(call.budget, not call.stream, overrun)  # only where it may still wait
+        bound = self._bound(call.budget, not call.stream, call.answer_by is not None)  # only where it may still wait
         return nxt if nxt and still_within_wait(nxt, bound, (self.clock() - call.started) * 1000) else None
 
     async def _attempt(self, call: Call, model: str, *, whole: bool = False) -> AsyncIterator[Chunk]:
