@@ -145,3 +145,36 @@ async def test_a_burst_beyond_capacity_is_shed_at_once(app):
     await asyncio.sleep(max(int(r.headers["retry-after"]) for r, _ in shed))
     r = await asyncio.to_thread(httpx.post, f"{app.api}/chat/completions", json=chat(), timeout=120)
     assert r.status_code == 200  # served again after the Retry-After
+
+
+@pytest.fixture(scope="module")
+def tight(serve_cluster: ServeCluster) -> Iterator[Gateway]:
+    """SmolLM2 with a 100 ms overrun: a latency budget the request asks for is a hard limit soon after."""
+    from ray import serve
+
+    model = next(m for m in BASE["models"] if m["name"] == SMALL.name)
+    cfg = {"name": "overrun", "models": [model], "auth": {"enabled": False},
+           "limits": {**BASE["limits"], "budget_overrun_ms": 100}}
+    yield serve_cluster.deploy("overrun", {"pool_config": cfg}, "/overrun")
+    serve.delete("overrun")
+
+
+async def test_an_answer_past_its_budget_plus_the_overrun_is_cancelled_with_503(tight):
+    """The real openai client asks for a whole 64-token answer (most of a second on SmolLM2) within
+    50 ms: it is cut at 150 ms with 503 latency_budget_exceeded and Retry-After, and the model is free
+    again at once (the next request, with no budget of its own, is answered in full)."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=tight.api, api_key="unused", max_retries=0, timeout=60)
+    t0 = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as exc:
+        await client.chat.completions.create(**chat(max_tokens=64), extra_body={"routing": {"max_latency_ms": 50}})
+    waited = time.monotonic() - t0
+    err = exc.value
+    assert err.status_code == 503 and err.body["code"] == "latency_budget_exceeded", err.body
+    assert "no answer" in err.body["message"] or "no first token" in err.body["message"]
+    assert int(err.response.headers["retry-after"]) >= 1 and waited < 5
+    r = await client.chat.completions.create(model=SMALL.name, max_tokens=8, temperature=0,
+                                             messages=[{"role": "user", "content": "Say hello."}])
+    assert r.choices[0].message.content and r.usage.completion_tokens > 0
+    await client.close()
