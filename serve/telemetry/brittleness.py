@@ -246,11 +246,12 @@ class BrittlenessMonitor:
 
     # ---------------------------------------------------------------- shadow
     def plan_shadow(self, *, model: str, route_class: str, shadow_model: str, est_cost_usd: float,
-                    now: float) -> bool:
-        """True when this answer should be re-asked of ``shadow_model`` (then call a record method)."""
+                    now: float, drawn: bool = False) -> bool:
+        """True when this answer should be re-asked of ``shadow_model`` (then call a record method).
+        ``drawn``: the caller made the rate draw (``sampling.draw``); only the caps are checked."""
         if not self.config.enabled or model == shadow_model:
             return False
-        verdict = self.shadow_sampler.decide(est_cost_usd, now)
+        verdict = self.shadow_sampler.decide(est_cost_usd, now, drawn=drawn)
         if verdict == SAMPLED:
             return True
         if verdict != "unsampled":
@@ -287,11 +288,13 @@ class BrittlenessMonitor:
         return f"{i / n:.2f}-{(i + 1) / n:.2f}"
 
     # ---------------------------------------------------------------- probes
-    def plan_probe(self, *, model: str, prompt: str, est_cost_usd: float, now: float) -> Perturbation | None:
-        """A perturbed prompt to re-ask ``model`` with, or None (not sampled or capped)."""
+    def plan_probe(self, *, model: str, prompt: str, est_cost_usd: float, now: float,
+                   drawn: bool = False) -> Perturbation | None:
+        """A perturbed prompt to re-ask ``model`` with, or None (not sampled or capped); ``drawn`` as in
+        :meth:`plan_shadow`."""
         if not self.config.enabled:
             return None
-        verdict = self.probe_sampler.decide(est_cost_usd, now)
+        verdict = self.probe_sampler.decide(est_cost_usd, now, drawn=drawn)
         if verdict == SAMPLED:
             return self.perturber.perturb(prompt)
         if verdict != "unsampled":

@@ -2,7 +2,9 @@
 
 :class:`BudgetedSampler` first draws with probability ``rate``; a drawn request then needs a
 token from a request-rate bucket, its estimated cost from a USD bucket, and a free in-flight
-slot. The token buckets are hand-written (a dozen lines; they take explicit ``now`` values so
+slot. The ingress makes the draw itself (:func:`draw`) and asks the telemetry deployment, which
+holds the caps, only about the drawn requests (a Ray call per answered request was ~10% of its
+CPU). The token buckets are hand-written (a dozen lines; they take explicit ``now`` values so
 tests need no clock).
 """
 
@@ -58,6 +60,11 @@ class TokenBucket:
         return True
 
 
+def draw(rng: random.Random, config: SamplerConfig) -> bool:
+    """The rate draw alone, for a caller that asks for the caps only when it is drawn (``decide(drawn=True)``)."""
+    return config.rate > 0 and rng.random() < config.rate
+
+
 class BudgetedSampler:
     """Decides whether one request gets an extra (shadow or probe) call; thread-safe."""
 
@@ -74,11 +81,12 @@ class BudgetedSampler:
     def in_flight(self) -> int:
         return len(self._slots)
 
-    def decide(self, est_cost_usd: float, now: float) -> str:
+    def decide(self, est_cost_usd: float, now: float, *, drawn: bool = False) -> str:
         """One of ``sampled`` (then call :meth:`done` when the call ends), ``unsampled``,
-        ``rate_capped``, ``cost_capped`` or ``busy``."""
+        ``rate_capped``, ``cost_capped`` or ``busy``. ``drawn``: the caller already drew this request
+        with probability ``rate`` (:func:`draw`), so only the caps are checked here."""
         with self._lock:
-            if self._rng.random() >= self.config.rate:
+            if not drawn and self._rng.random() >= self.config.rate:
                 return UNSAMPLED
             while self._slots and now - self._slots[0] > self.config.slot_timeout_s:
                 self._slots.popleft()  # its caller never reported back

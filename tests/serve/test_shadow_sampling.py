@@ -1,0 +1,122 @@
+"""Brittleness checks (serve/shadow.py) sampling, with the fake engine and a fake telemetry handle, no Ray:
+the ingress draws the sample itself and asks the telemetry deployment only about drawn answers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from router.quality import PriorQuality
+from serve.clients import EngineClient
+from serve.config import parse_pool
+from serve.engines.fake import FakeArgs, FakeEngine
+from serve.gateway import Gateway
+from serve.shadow import OutputChecks
+from serve.telemetry.brittleness import BrittlenessConfig, BrittlenessMonitor
+from serve.telemetry.sampling import BudgetedSampler, SamplerConfig, draw
+from tests.serve.test_gateway import chat
+
+
+class _Method:
+    def __init__(self, calls: list[tuple[str, dict[str, Any]]], name: str, answer: Any) -> None:
+        self.calls, self.name, self.answer = calls, name, answer
+
+    async def _call(self, kw: dict[str, Any]) -> Any:
+        self.calls.append((self.name, kw))
+        return self.answer(**kw) if callable(self.answer) else self.answer
+
+    def remote(self, **kw: Any) -> Any:
+        return self._call(kw)
+
+
+class FakeTelemetry:
+    """The telemetry deployment's handle: every ``.remote`` call is recorded."""
+
+    def __init__(self, plan_shadow: Any = False, plan_probe: Any = None) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        answers = {"plan_shadow": plan_shadow, "plan_probe": plan_probe}
+        for name in ("plan_shadow", "plan_probe", "record_shadow", "record_shadow_error", "record_probe",
+                     "record_probe_error"):
+            setattr(self, name, _Method(self.calls, name, answers.get(name)))
+
+
+def _pool(shadow_rate: float, probe_rate: float):
+    models = [{"name": name, "engine": "fake", "quantization": "none", "context_length": 512,
+               "price": {"input_per_mtok": price, "output_per_mtok": price}, "prior_quality": q,
+               "latency_prior": {"ttft_ms": 5, "tpot_ms": 1}, "engine_args": {"reply": "Paris"}}
+              for name, price, q in (("cheap", 0.1, 0.3), ("dear", 1.0, 0.8))]
+    return parse_pool({"name": "t", "models": models, "monitoring": {"brittleness": {
+        "shadow": {"rate": shadow_rate}, "probe": {"rate": probe_rate}}}})
+
+
+async def _answered(shadow_rate: float, probe_rate: float, telemetry: FakeTelemetry, n: int = 1):
+    p = _pool(shadow_rate, probe_rate)
+    clients = {}
+    for m in p.models:
+        engine = FakeEngine(m, FakeArgs(**m.engine_args))
+        await engine.start()
+        clients[m.name] = EngineClient(engine)
+    gw = Gateway(p, clients, PriorQuality({m.name: m.prior_quality for m in p.models}), lambda _: None)
+    checks = OutputChecks(p, gw, telemetry)
+    for _ in range(n):
+        call = await gw.route("chat", chat(model="cheap", temperature=0), {})
+        [c async for c in gw.run(call)]
+        checks.schedule(call)
+    await asyncio.gather(*list(checks._tasks))
+    return checks
+
+
+async def test_an_undrawn_answer_costs_no_call_to_the_telemetry_deployment():
+    telemetry = FakeTelemetry()
+    await _answered(0.0, 0.0, telemetry, n=20)
+    assert telemetry.calls == []
+
+
+async def test_a_drawn_answer_asks_telemetry_for_its_caps_only():
+    telemetry = FakeTelemetry(plan_shadow=True)
+    await _answered(1.0, 0.0, telemetry)
+    names = [name for name, _ in telemetry.calls]
+    assert names == ["plan_shadow", "record_shadow"]
+    plan = telemetry.calls[0][1]
+    assert plan["drawn"] is True and plan["model"] == "cheap" and plan["shadow_model"] == "dear"
+    assert telemetry.calls[1][1]["shadow_answer"] == "Paris"
+
+
+async def test_a_drawn_probe_is_planned_with_the_draw_made():
+    telemetry = FakeTelemetry()
+    await _answered(0.0, 1.0, telemetry)
+    assert [(name, kw["drawn"]) for name, kw in telemetry.calls] == [("plan_probe", True)]
+
+
+async def test_the_answer_of_the_shadow_model_itself_is_never_shadowed():
+    telemetry = FakeTelemetry(plan_shadow=True)
+    p = _pool(1.0, 0.0)
+    checks = OutputChecks(p, Gateway(p, {m.name: EngineClient(FakeEngine(m, FakeArgs())) for m in p.models},
+                                     PriorQuality({}), lambda _: None), telemetry)
+    assert not checks._shadows("dear") and checks._shadows("cheap")
+
+
+def test_the_ingress_draw_and_the_capped_grant_sample_at_the_configured_rate():
+    """Drawn in the ingress at ``rate``, then granted by the caps alone: the same sample as one draw there."""
+    import random
+
+    config = SamplerConfig(rate=0.25, max_per_minute=1e9, burst=10**9, max_cost_usd_per_hour=None,
+                           max_in_flight=10**9)
+    rng, sampler = random.Random(7), BudgetedSampler(config)
+    granted = sum(draw(rng, config) and sampler.decide(0.0, 0.0, drawn=True) == "sampled" for _ in range(20000))
+    assert 0.23 < granted / 20000 < 0.27
+    assert not any(draw(rng, SamplerConfig(rate=0.0)) for _ in range(1000))
+
+
+def test_a_drawn_request_still_meets_the_caps():
+    from prometheus_client import CollectorRegistry
+
+    from serve.telemetry.brittleness import AgreementScorer
+
+    m = BrittlenessMonitor(CollectorRegistry(), BrittlenessConfig(shadow=SamplerConfig(rate=0.0, burst=1,
+                                                                                       max_per_minute=0.0)),
+                           AgreementScorer(None))
+    # rate 0 in telemetry: only the ingress's draw lets it through, then the rate cap (one burst) holds
+    plans = [m.plan_shadow(model="small", route_class="", shadow_model="large", est_cost_usd=0.0, now=0.0,
+                           drawn=True) for _ in range(3)]
+    assert plans == [True, False, False]
