@@ -24,8 +24,8 @@ request's ``max_tokens``.
 Admission's hard limit (a latency budget plus the pool's overrun) is checked on the expected
 first token scaled by how far the first tokens of queued requests have come after their
 admission-time prediction (``observe_first_token``: the log of observed / predicted, its
-exponentially weighted mean plus ``z`` standard deviations, never below 1; before any is seen, a
-spread of about 30%): the queue's own misprediction, learned live, so a slowed-down machine sheds
+exponentially weighted mean plus ``z`` standard deviations of its own quantile, 0.99 by default,
+never below 1; before any is seen, a spread of about 30%): the queue's own misprediction, learned live, so a slowed-down machine sheds
 earlier instead of cutting requests off.
 
 The router budgets on a *high quantile*, not the mean: the log of observed / predicted is
@@ -109,10 +109,13 @@ class LatencyModel:
     """Online per-model latency predictor."""
 
     def __init__(self, cards: list[ModelCard] | tuple[ModelCard, ...], *, quantile: float = 0.9,
-                 alpha: float = 0.2) -> None:
-        if not 0.5 <= quantile < 1.0:
-            raise ValueError(f"quantile must be in [0.5, 1), got {quantile}")
+                 hard_quantile: float = 0.99, alpha: float = 0.2) -> None:
+        for name, q in (("quantile", quantile), ("hard_quantile", hard_quantile)):
+            if not 0.5 <= q < 1.0:
+                raise ValueError(f"{name} must be in [0.5, 1), got {q}")
         self._z = NormalDist().inv_cdf(quantile)
+        # a cut-off costs its caller the whole wait, a refusal a few ms: the hard limit is checked far out
+        self._z_hard = NormalDist().inv_cdf(hard_quantile)
         self._models = {card.name: _ModelState(card, alpha) for card in cards}
         self.quantile = quantile
 
@@ -171,7 +174,7 @@ class LatencyModel:
         ttft_q = ttft_mean * math.exp(st.ttft_err.mean + self._z * st.ttft_err.std)
         e2e_q = e2e_mean * math.exp(st.e2e_err.mean + self._z * st.e2e_err.std)
         err = st.first_token_err
-        first_hi = ttft_mean * math.exp(max(0.0, err.mean + self._z * err.std)) if wait > 0 else ttft_mean
+        first_hi = ttft_mean * math.exp(max(0.0, err.mean + self._z_hard * err.std)) if wait > 0 else ttft_mean
         return LatencyEstimate(ttft_ms=ttft_q, e2e_ms=e2e_q, wait_ms=wait,
                                output_tokens=self.expected_output_tokens(model, max_tokens), first_token_ms=ttft_mean,
                                first_token_hi_ms=first_hi)

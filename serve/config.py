@@ -206,6 +206,10 @@ class LimitsConfig(Frozen):
         "has no first token (a stream) or no whole answer by that budget plus this is cancelled and answered "
         "503 with Retry-After (code latency_budget_exceeded); unset: an admitted request runs until "
         "request_timeout_s")
+    budget_overrun_quantile: float = Field(
+        default=0.99, ge=0.5, lt=1.0, description="admission lets a request queue only while its first token, at "
+        "this quantile of how late queued first tokens have come against their prediction, is within its budget "
+        "plus budget_overrun_ms (a cut-off costs the caller the whole wait; a refusal costs milliseconds)")
 
 
 class AuthConfig(Frozen):

@@ -64,15 +64,15 @@ class Gateway:
     def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
                  sink: RecordSink, *, clock: Callable[[], float] = time.perf_counter,
                  cascade_thresholds: Mapping[str, float] | None = None, store: StateStore | None = None) -> None:
-        missing = sorted(set(m.name for m in pool.models) - set(clients))
-        if missing:
+        if missing := sorted(set(m.name for m in pool.models) - set(clients)):
             raise ValueError(f"no client for model(s) {', '.join(missing)}")
         self.pool = pool
         self.clients = dict(clients)
         self.quality = quality
         self.sink = sink
         self.clock = clock
-        self.latency = LatencyModel(list(pool.cards()), quantile=pool.routing.latency_quantile)
+        self.latency = LatencyModel(pool.cards(), quantile=pool.routing.latency_quantile,
+                                    hard_quantile=pool.limits.budget_overrun_quantile)
         self.router = Router(pool.cards(), self.latency)
         self.defaults = pool.routing.budget()
         self.healthy: dict[str, bool] = {m.name: True for m in pool.models}

@@ -73,6 +73,16 @@ class Slots:
         self.in_flight[model] = held
         return held - 1
 
+    async def take_idle(self, model: str, holder: str, generating: int) -> bool:
+        """Lease only while fewer than ``generating`` (what the model's replicas generate at once) are
+        in flight, so nothing would queue: background work (the brittleness checks) uses idle capacity
+        only and never adds to a queue that callers wait in."""
+        held = await self._lease(model, holder, max(1, generating))
+        if held is None:
+            return False
+        self.in_flight[model] = held
+        return True
+
     def free(self, model: str, holder: str) -> None:
         """Give the lease back, in the background: a cancelled request still frees its slot."""
         self.in_flight[model] = max(0, self.in_flight[model] - 1)

@@ -3,6 +3,8 @@ replicas' reported load (pure unit tests on hand-built cards)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from router import Budget, LatencyModel, LatencyPrior, ModelCard, ModelLoad, Observation, Price, RouteRequest, Router
@@ -123,14 +125,20 @@ def test_the_hard_limit_is_checked_on_the_queue_s_learned_misprediction():
     """Budget + overrun is where the gateway cuts a request off: admission keeps the first token at the
     quantile of how late queued first tokens have come against their prediction (learned live) within
     it, and a whole answer's decode too."""
-    lm = LatencyModel(CARDS, quantile=0.9)
+    lm = LatencyModel(CARDS, quantile=0.5, hard_quantile=0.9)
     r = Router(CARDS, lm, near_equal=None)
     pinned = RouteRequest(prompt="p", prompt_tokens=20, max_tokens=50, budget=Budget(max_latency_ms=10_000),
                           pinned_model="small")
     busy = {"small": ModelLoad(in_flight=6)}
     before = r.decide(pinned, busy, {}).prediction
-    # nothing learned yet: a spread of about 30% (sqrt(0.1)) at the 90% quantile
+    # nothing learned yet: a spread of about 30% (sqrt(0.1)) at the hard limit's 90% quantile
     assert 0 < before.wait_ms and before.first_token_hi_ms == pytest.approx(before.first_token_ms * 1.4999, rel=1e-3)
+    # by default far out (99%): a cut-off costs the caller its whole wait, a refusal only milliseconds
+    default = Router(CARDS, LatencyModel(CARDS, quantile=0.5), near_equal=None).decide(pinned, busy, {}).prediction
+    assert default.first_token_hi_ms == pytest.approx(before.first_token_ms * math.exp(2.3263 * math.sqrt(0.1)),
+                                                      rel=1e-3)
+    with pytest.raises(ValueError, match="hard_quantile"):
+        LatencyModel(CARDS, hard_quantile=1.0)
     for late in (1.3, 1.5, 1.4, 1.6, 1.5, 1.4):  # queued first tokens came 30-60% after their prediction
         lm.observe_first_token("small", 1000.0, 1000.0 * late)
     d = r.decide(pinned, busy, {})
