@@ -1,7 +1,8 @@
 """Brittleness checks off the request path: shadow comparisons and perturbation probes.
 
-After a request has been answered, the ingress hands its :class:`Call` here. On the sample the
-telemetry deployment grants (rate and cost capped there), the same request is re-asked of the
+After a request has been answered, the ingress hands its :class:`Call` here. It draws the sample
+itself (each check's ``rate``); for a drawn request only, the telemetry deployment is asked for a
+grant (rate, cost and concurrency capped there), then the same request is re-asked of the
 strongest model (shadow) or a meaning-preserving perturbation of it is re-asked of the same
 model (probe), and the answers' agreement is reported back. Nothing here can delay or fail the
 caller's request: it runs after the answer was sent, and every failure is only counted.
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import replace
 from typing import Any
 
 from serve.config import PoolConfig
 from serve.engines.base import GenerationRequest, Message
 from serve.gateway import Call, Gateway
+from serve.telemetry.sampling import draw
 
 log = logging.getLogger("tiergate.shadow")
 
@@ -33,14 +36,24 @@ class OutputChecks:
         self.gateway = gateway
         self.telemetry = telemetry
         self.keep_prompts = pool.monitoring.outcomes.path is not None and pool.monitoring.outcomes.include_prompt_text
+        self.shadow_sampling, self.probe_sampling = cfg.shadow, cfg.probe
+        self.rng = random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def schedule(self, call: Call) -> None:
+        """Draw this answer's checks here; only a drawn one costs a call to the telemetry deployment."""
         if not self.enabled or call.status != 200 or not call.text_parts:
             return
-        task = asyncio.get_event_loop().create_task(self._run(call))
+        shadow = self._shadows(call.model) and draw(self.rng, self.shadow_sampling)
+        probe = draw(self.rng, self.probe_sampling)
+        if not (shadow or probe):
+            return
+        task = asyncio.get_event_loop().create_task(self._run(call, shadow, probe))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _shadows(self, model: str) -> bool:
+        return model != self.shadow_model and self.shadow_model in self.gateway.clients
 
     def _est_cost(self, model: str, call: Call) -> float:
         price = self.gateway.router.card(model).price
@@ -58,19 +71,22 @@ class OutputChecks:
             self.gateway.slots.free(model, holder)
         return "".join(parts)
 
-    async def _run(self, call: Call) -> None:
+    async def _run(self, call: Call, shadow: bool = True, probe: bool = True) -> None:
         try:
-            await self._shadow(call)
-            await self._probe(call)
+            if shadow:
+                await self._shadow(call)
+            if probe:
+                await self._probe(call)
         except Exception as err:  # noqa: BLE001 - checks must never surface
             log.warning("brittleness check failed: %s", err)
 
     async def _shadow(self, call: Call) -> None:
         model, shadow = call.model, self.shadow_model
-        if model == shadow or shadow not in self.gateway.clients:
+        if not self._shadows(model):
             return
         common = {"model": model, "route_class": call.route_class, "shadow_model": shadow}
-        if not await self.telemetry.plan_shadow.remote(**common, est_cost_usd=self._est_cost(shadow, call)):
+        if not await self.telemetry.plan_shadow.remote(**common, est_cost_usd=self._est_cost(shadow, call),
+                                                       drawn=True):
             return
         gen = _greedy(call.generation)
         try:
@@ -92,7 +108,7 @@ class OutputChecks:
         prompt = _user_text(call.generation)
         calls = 1 if call.generation.sampling.temperature == 0 else 2  # greedy answers are reused
         perturbation = await self.telemetry.plan_probe.remote(
-            model=model, prompt=prompt, est_cost_usd=calls * self._est_cost(model, call))
+            model=model, prompt=prompt, est_cost_usd=calls * self._est_cost(model, call), drawn=True)
         if perturbation is None:
             return
         base = _greedy(call.generation)
