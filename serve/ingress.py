@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,6 +23,7 @@ from serve.api import responses as R
 from serve.api.body import read_json
 from serve.api.errors import HttpError, from_exception
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest, error_body
+from serve.api.streaming import SSEResponse, sse_events
 from serve.auth import ANONYMOUS, ApiKey, Authenticator, load_keys
 from serve.budgets import NO_SPEND, Budgets, SpendTicket, budget_response
 from serve.clients import ModelClient
@@ -220,10 +221,11 @@ class IngressCore:
             await self._done(call, ticket, span, err, spend)
             raise
         if call.stream:
-            return StreamingResponse(self._sse(call, first, stream, ticket, span, spend),
-                                     media_type="text/event-stream",
-                                     headers={**R.decision_headers(self.gateway, call, final=False), **spend.headers(),
-                                              "cache-control": "no-cache"})
+            events = sse_events(self.gateway, call, first, stream,
+                                lambda error: self._done(call, ticket, span, error, spend))
+            return SSEResponse(events, media_type="text/event-stream",
+                               headers={**R.decision_headers(self.gateway, call, final=False), **spend.headers(),
+                                        "cache-control": "no-cache"})
         chunks = [first]
         error: BaseException | None = None
         try:
@@ -280,30 +282,6 @@ class IngressCore:
                                           status=http.status, error_type=type(err).__name__,
                                           key_name="" if key is ANONYMOUS else key.name))
         return _error_response(http)
-
-    async def _sse(self, call: Call, first: Chunk, stream: AsyncIterator[Chunk], ticket: Ticket,
-                   span: Any, spend: SpendTicket = NO_SPEND) -> AsyncIterator[bytes]:
-        error: BaseException | None = None
-        try:
-            event = R.stream_event(call, first, True)
-            if event:
-                yield R.sse(event)
-            async for chunk in stream:
-                event = R.stream_event(call, chunk, False)
-                if event:
-                    yield R.sse(event)
-            if call.include_usage:
-                yield R.sse(R.usage_event(self.gateway, call))
-        except TiergateError as err:
-            error = err
-            yield R.sse(from_exception(err).body)
-        except Exception as err:  # noqa: BLE001 - never truncate silently: end with an error event
-            error = err
-            log.exception("stream failed")
-            yield R.sse(error_body(f"stream failed: {type(err).__name__}", "server_error", None, "stream_error"))
-        finally:
-            await self._done(call, ticket, span, error, spend)
-        yield R.sse("[DONE]")
 
     def models(self) -> dict[str, Any]:
         data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "tiergate",
