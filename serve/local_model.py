@@ -4,8 +4,12 @@ A small CPU engine generates a token in a few milliseconds; sending each batch o
 a model replica to the ingress costs a Ray message, and the ingress's CPU, on every request.
 Placed in the ingress, the engine is called in-process through the same :class:`ModelClient`
 interface as a deployment. As in ``ModelServer``, the engine loads in the background (health
-says "loading", streams are refused until then), and a :class:`ReplicaMeter` measures its
-streams; its reports go straight into ``view`` instead of riding on Ray messages.
+says "loading", streams are refused until then), its stream is pumped by a task of its own
+(:func:`coalesce`), so an engine that generates only when asked (an async generator such as the
+fake engine's) goes on to its next token while the ingress writes this one instead of after it
+(~0.1 ms of HTTP work per token added to its time per token otherwise), and a
+:class:`ReplicaMeter` measures its streams; its reports go straight into ``view`` instead of
+riding on Ray messages.
 """
 
 from __future__ import annotations
@@ -17,17 +21,12 @@ from collections.abc import AsyncIterator
 
 from router.errors import EngineError, EngineNotReadyError
 from serve.clients import ModelClient
+from serve.coalesce import coalesce
 from serve.config import ModelConfig
 from serve.engines import Chunk, Engine, EngineHealth, GenerationRequest, build_engine
 from serve.replica_load import LoadView, ReplicaLoad, ReplicaMeter, replica_id
 
 log = logging.getLogger("tiergate.local_model")
-
-
-async def _one_by_one(chunks: AsyncIterator[Chunk]) -> AsyncIterator[list[Chunk]]:
-    """Each chunk as its own batch, the shape the meter takes (nothing to coalesce in-process)."""
-    async for chunk in chunks:
-        yield [chunk]
 
 
 class LocalModel(ModelClient):
@@ -58,8 +57,8 @@ class LocalModel(ModelClient):
             raise EngineNotReadyError(f"model {self.config.name} is still loading")
         holder, reported = next(self._holders), False
         chunks = self.engine.stream(request)
-        singles = _one_by_one(chunks)
-        metered = self.meter.metered(singles, request)
+        batches = coalesce(chunks)  # the engine runs ahead while the ingress writes (see the module's doc)
+        metered = self.meter.metered(batches, request)
         try:
             async for batch in metered:
                 for item in batch:
@@ -70,7 +69,7 @@ class LocalModel(ModelClient):
                         yield item
         finally:
             # closing the caller's iterator stops generation: close every layer, the engine's last
-            for layer in (metered, singles, chunks):
+            for layer in (metered, batches, chunks):
                 close = getattr(layer, "aclose", None)  # None: an engine stream that is no generator
                 if close is not None:
                     await close()

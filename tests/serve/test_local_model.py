@@ -93,3 +93,19 @@ async def test_an_engine_error_mid_stream_reaches_the_caller():
         async for c in model.stream(request()):
             got.append(c.text)
     assert got == ["a", " b"]
+
+
+async def test_the_engine_makes_its_next_token_while_the_caller_handles_this_one():
+    """An engine that generates only when asked (the fake engine's async generator) runs ahead of a
+    slow caller (the ingress writing each token out): its time per token is its own, not plus the caller's."""
+    model = await loaded(FakeArgs(ttft_ms=0, tpot_ms=60, reply="a b c d e f"))
+    began = asyncio.get_running_loop().time()
+    tokens = 0
+    async for chunk in model.stream(request()):
+        if chunk.text:
+            tokens += 1
+            await asyncio.sleep(0.05)  # the caller's work on each token, shorter than the engine's tpot
+    elapsed = asyncio.get_running_loop().time() - began
+    assert tokens == 6
+    # engine-paced: ~6 x 60 ms (+ the last token's 50 ms) = 410 ms; caller-paced: ~6 x 110 ms = 660 ms
+    assert elapsed < 0.55, elapsed
