@@ -10,10 +10,12 @@ where ``wait`` is the queueing delay implied by the requests already on the mode
 own count or what the replicas' engines report running and waiting, whichever is larger). When
 no slot is free, the wait is the work the replicas hold (``ModelLoad.work_ms``: each request's
 remaining service for its own prompt and output allowance, at the speed the replica runs now)
-shared over the slots, plus, for each request admitted but not yet at a replica, what the
-replicas take to finish one more (``ModelLoad.drain_ms``, busy time per finished request). A
-request never costs less than one mean service time per slot (its prefill for the mean prompt,
-its decode for the mean output), which is all there is without a report.
+shared over the slots, plus each request admitted but not yet at a replica: this ingress's own
+(the newest of ``ModelLoad.arriving_ms``) at its own expected service (its prompt's prefill, its
+expected output), any other at what the replicas take to finish one more
+(``ModelLoad.drain_ms``, busy time per finished request), never less than one mean service time
+per slot (its prefill for the mean prompt, its decode for the mean output), which is all there
+is without a report.
 ``ttft0`` and ``tpot`` start from the pool's priors and follow live observations as
 exponentially weighted means; until this process has seen a model answer, its replicas'
 reported time per output token stands in for the prior. The prompt's prefill, at the prior's
@@ -76,6 +78,7 @@ class LatencyEstimate:
     output_tokens: float
     first_token_ms: float = 0.0  # the mean (not the quantile) of ttft: the wait plus the prompt's prefill
     first_token_hi_ms: float = 0.0  # first_token_ms at the quantile of the queue's live misprediction
+    service_ms: float = 0.0  # its own expected time on a slot: its prompt's prefill and its expected output
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,9 @@ class LatencyModel:
             return 0.0
         per_request = max(load.drain_ms or 0.0, self.mean_service_ms(model) / slots)
         on_the_way = max(0, load.in_flight - load.running - load.queued)
-        return load.work_ms / slots + on_the_way * per_request
+        # the newest admissions are the ones no report holds yet: this ingress knows their own prompts
+        known = [ms for ms in load.arriving_ms[:on_the_way] if ms is not None]
+        return load.work_ms / slots + sum(known) / slots + (on_the_way - len(known)) * per_request
 
     def expected_output_tokens(self, model: str, max_tokens: int) -> float:
         return float(min(max_tokens, max(1.0, self._state(model).output_tokens.mean)))
@@ -171,13 +176,14 @@ class LatencyModel:
         out = float(max_tokens)
         ttft_mean = wait + prefill
         e2e_mean = ttft_mean + tpot * out
+        service = prefill + tpot * self.expected_output_tokens(model, max_tokens)
         ttft_q = ttft_mean * math.exp(st.ttft_err.mean + self._z * st.ttft_err.std)
         e2e_q = e2e_mean * math.exp(st.e2e_err.mean + self._z * st.e2e_err.std)
         err = st.first_token_err
         first_hi = ttft_mean * math.exp(max(0.0, err.mean + self._z_hard * err.std)) if wait > 0 else ttft_mean
         return LatencyEstimate(ttft_ms=ttft_q, e2e_ms=e2e_q, wait_ms=wait,
                                output_tokens=self.expected_output_tokens(model, max_tokens), first_token_ms=ttft_mean,
-                               first_token_hi_ms=first_hi)
+                               first_token_hi_ms=first_hi, service_ms=service)
 
     def observe_first_token(self, model: str, predicted_ms: float, observed_ms: float) -> None:
         """A queued request's first token came ``observed_ms`` after admission, ``predicted_ms`` expected

@@ -95,6 +95,7 @@ class Router:
             wait_ms=lat.wait_ms,
             first_token_ms=lat.first_token_ms,
             first_token_hi_ms=lat.first_token_hi_ms,
+            service_ms=lat.service_ms,
         )
 
     def decide(self, req: RouteRequest, loads: Mapping[str, ModelLoad],

@@ -81,6 +81,9 @@ class ModelLoad:
     request's remaining service (its prompt and ``max_tokens`` at the pool's priors, scaled by how much
     slower than that the replica runs now), summed over requests and replicas; ``slowdown`` that
     factor (the slowest replica's): how much longer than the pool's priors the model takes now.
+    ``arriving_ms``: this ingress's own requests on the model, newest admission first, each one's
+    expected service (None where unknown): the newest are those still on their way to a replica,
+    in no report yet, and are priced by their own prompts rather than the mean.
     """
 
     in_flight: int = 0
@@ -93,6 +96,7 @@ class ModelLoad:
     drain_ms: float | None = None
     work_ms: float | None = None
     slowdown: float | None = None
+    arriving_ms: tuple[float | None, ...] = ()
 
     @property
     def ahead(self) -> int:
@@ -131,6 +135,7 @@ class Prediction:
     wait_ms: float = 0.0  # the expected queueing delay behind the requests already on the model
     first_token_ms: float = 0.0  # the expected time to the first token: that wait plus the prompt's prefill
     first_token_hi_ms: float = 0.0  # the same at the quantile of the queue's live misprediction
+    service_ms: float = 0.0  # its own expected time on a slot once it runs: its prefill and expected output
 
     @property
     def feasible(self) -> bool:

@@ -102,8 +102,8 @@ class Gateway:
 
     # ------------------------------------------------------------------ routing
     def loads(self) -> dict[str, ModelLoad]:  # the shared in-flight counts beside the replicas' own reports
-        return {n: self.clients[n].view.model_load(self.in_flight[n], self.healthy[n] and self.breakers.allows(n))
-                for n in self.in_flight}
+        return {n: self.clients[n].view.model_load(self.in_flight[n], self.healthy[n] and self.breakers.allows(n),
+                                                   self.slots.arriving(n)) for n in self.in_flight}
 
     async def predict_quality(self, text: str) -> dict[str, float]:
         return await self._quality_batcher.predict(text)
@@ -166,11 +166,11 @@ class Gateway:
     async def _admit(self, decision: Decision, priority: Priority, holder: str, budget: Budget, *,
                      whole: bool, hard: bool) -> Decision:
         """Admission control (``router.admission``): the router's choice if it has room, else the next;
-        none whose predicted wait exceeds the budget or the pool's maximum queue wait (503 at once).
-        The admitted model's slot is leased in one atomic step of the shared store, so concurrent
-        requests, on this replica or another, cannot all pass before any is counted."""
+        none whose predicted wait exceeds the budget or the pool's maximum queue wait (503 at once). The
+        slot is leased in one atomic step of the shared store: concurrent requests cannot all pass."""
         order = within_wait(decision, admission_order(decision), self._bound(budget, whole, hard))
-        chosen = await self.slots.admit(order, priority, holder, {m: self.latency.mean_service_ms(m) for m in order})
+        chosen = await self.slots.admit(order, priority, holder, {m: self.latency.mean_service_ms(m) for m in order},
+                                        {p.model: p.service_ms for p in (decision.prediction, *decision.candidates)})
         return redirected(decision, chosen)
 
     # ------------------------------------------------------------------ running

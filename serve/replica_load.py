@@ -323,12 +323,13 @@ class LoadView:
         for name in [n for n, r in self._replicas.items() if r.received < cutoff]:
             del self._replicas[name]
 
-    def model_load(self, in_flight: int, healthy: bool) -> ModelLoad:
-        """The model's load for the router: the gateway's count beside the replicas' fresh reports."""
+    def model_load(self, in_flight: int, healthy: bool, arriving: tuple[float | None, ...] = ()) -> ModelLoad:
+        """The model's load for the router: the gateway's count beside the replicas' fresh reports;
+        ``arriving``: this ingress's own requests' expected services, newest first."""
         now = self.clock()
         fresh = [r for r in self._replicas.values() if now - r.received <= self.max_age_s]
         if not fresh:
-            return ModelLoad(in_flight=in_flight, healthy=healthy)
+            return ModelLoad(in_flight=in_flight, healthy=healthy, arriving_ms=arriving)
         ttfts = [r.load.ttft_ms for r in fresh if r.load.ttft_ms is not None]
         tpots = [r.load.tpot_ms for r in fresh if r.load.tpot_ms is not None]
         drains = [r.load.drain_ms for r in fresh if r.load.drain_ms]
@@ -344,7 +345,7 @@ class LoadView:
             age_s=max(now - r.received for r in fresh),
             drain_ms=1.0 / sum(1.0 / d for d in drains) if drains and len(drains) == len(fresh) else None,
             work_ms=sum(works) if len(works) == len(fresh) else None,
-            slowdown=max(slowdowns) if slowdowns else None)
+            slowdown=max(slowdowns) if slowdowns else None, arriving_ms=arriving)
 
 
 def _left(r: _Replica) -> float:

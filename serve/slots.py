@@ -39,6 +39,8 @@ class Slots:
         self._local = MemoryStore()  # fail-open: this replica's own leases
         self._replicas = max(1, replicas)
         self._pending: set[asyncio.Task[None]] = set()
+        # this replica's own leases per model, in admission order, with each one's expected service
+        self._own: dict[str, dict[str, float | None]] = {m: {} for m in capacity}
 
     @staticmethod
     def _pool(model: str) -> str:
@@ -56,21 +58,24 @@ class Slots:
             return await self._local.lease(self._pool(model), holder, share, self.ttl_s)
 
     async def admit(self, order: Sequence[str], priority: Priority, holder: str,
-                    service_ms: Mapping[str, float]) -> str:
-        """Lease a slot on the first model of ``order`` with room for ``priority``; else 503."""
+                    service_ms: Mapping[str, float], own_ms: Mapping[str, float] | None = None) -> str:
+        """Lease a slot on the first model of ``order`` with room for ``priority``; else 503.
+        ``service_ms``: each model's mean service (the retry hint); ``own_ms``: this request's own."""
         for model in order:
             held = await self._lease(model, holder, slot_limit(self.capacity[model], priority))
             if held is not None:
                 self.in_flight[model] = held
+                self._own[model][holder] = (own_ms or {}).get(model)
                 return model
             self.in_flight[model] = max(self.in_flight[model], slot_limit(self.capacity[model], priority))
         raise saturated(order, self.capacity, priority, service_ms)
 
-    async def take(self, model: str, holder: str) -> int:
+    async def take(self, model: str, holder: str, own_ms: float | None = None) -> int:
         """Lease without a limit (a failover, an escalation, a check): the requests ahead of it."""
         held = await self._lease(model, holder, UNBOUNDED)
         assert held is not None
         self.in_flight[model] = held
+        self._own[model][holder] = own_ms
         return held - 1
 
     async def take_idle(self, model: str, holder: str, generating: int) -> bool:
@@ -81,11 +86,18 @@ class Slots:
         if held is None:
             return False
         self.in_flight[model] = held
+        self._own[model][holder] = None
         return True
+
+    def arriving(self, model: str) -> tuple[float | None, ...]:
+        """This replica's own leases on ``model``, newest first: each one's expected service, if known
+        (the newest are those still on their way to a replica; see ``ModelLoad.arriving_ms``)."""
+        return tuple(reversed(self._own[model].values()))
 
     def free(self, model: str, holder: str) -> None:
         """Give the lease back, in the background: a cancelled request still frees its slot."""
         self.in_flight[model] = max(0, self.in_flight[model] - 1)
+        self._own[model].pop(holder, None)
         task = asyncio.get_running_loop().create_task(self._free(model, holder))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

@@ -208,6 +208,24 @@ def test_the_work_the_replicas_hold_is_the_wait_when_no_slot_is_free():
     assert lm.predict("small", 20, 50, load).wait_ms == pytest.approx(200 + 2 * 5000)
 
 
+def test_requests_on_their_way_are_priced_by_their_own_prompts_where_this_ingress_knows_them():
+    """A burst of long prompts just admitted, in no report yet, costs what those prompts cost, not the mean."""
+    lm = LatencyModel(CARDS, quantile=0.5)
+    service = lm.mean_service_ms("small")
+    long_prompt = lm.predict("small", 3000, 50).service_ms
+    assert long_prompt == pytest.approx(100 + 3000 * 1.0 + 10 * lm.expected_output_tokens("small", 50))
+    # two on their way (3 in flight, 1 running); the newest two of this ingress's own are theirs
+    load = ModelLoad(in_flight=3, running=1, work_ms=200, drain_ms=50, arriving_ms=(long_prompt, long_prompt, 1.0))
+    assert lm.predict("small", 20, 50, load).wait_ms == pytest.approx(200 + 2 * long_prompt)
+    # one known, one not (another ingress's, or a failover's): the unknown one at the mean
+    load = ModelLoad(in_flight=3, running=1, work_ms=200, drain_ms=50, arriving_ms=(long_prompt, None))
+    assert lm.predict("small", 20, 50, load).wait_ms == pytest.approx(200 + long_prompt + service)
+    # a short prompt on its way costs its own (shorter) service
+    short = lm.predict("small", 1, 1).service_ms
+    load = ModelLoad(in_flight=2, running=1, work_ms=200, arriving_ms=(short,))
+    assert lm.predict("small", 20, 50, load).wait_ms == pytest.approx(200 + short) and short < service
+
+
 def test_the_shed_check_uses_the_expected_first_token_not_the_quantile():
     cards = [card("small", 0.1)]
     lm = LatencyModel(cards, quantile=0.9)  # the p90 uplift is wide before any observation

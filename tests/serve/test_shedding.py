@@ -15,14 +15,15 @@ from serve.engines.fake import FakeArgs, FakeEngine
 from serve.gateway import Gateway
 
 
-def model(name: str, price: float, **fake) -> dict:
+def model(name: str, price: float, prefill: float = 0.0, **fake) -> dict:
     return {"name": name, "engine": "fake", "quantization": "none", "context_length": 512,
             "price": {"input_per_mtok": price, "output_per_mtok": price}, "prior_quality": 0.5,
-            "latency_prior": {"ttft_ms": 50, "tpot_ms": 10}, "engine_args": fake}
+            "latency_prior": {"ttft_ms": 50, "tpot_ms": 10, "prefill_ms_per_token": prefill}, "engine_args": fake}
 
 
-async def make(max_queue_wait_ms: float, cheap: dict, dear: dict) -> Gateway:
-    pool = parse_pool({"name": "t", "models": [model("cheap", 0.1, **cheap), model("dear", 1.0, **dear)],
+async def make(max_queue_wait_ms: float, cheap: dict, dear: dict, prefill: float = 0.0) -> Gateway:
+    models = [model("cheap", 0.1, prefill, **cheap), model("dear", 1.0, prefill, **dear)]
+    pool = parse_pool({"name": "t", "models": models,
                        "limits": {"max_queue_wait_ms": max_queue_wait_ms}})
     clients = {}
     for m in pool.models:
@@ -84,3 +85,20 @@ async def test_a_failover_goes_only_where_the_request_can_still_wait():
     call = await gw.route("chat", chat(), {})
     chunks = [c async for c in gw.run(call)]  # dear idle: the failover goes there
     assert call.failovers == ["cheap"] and call.model == "dear" and chunks[-1].finish_reason
+
+
+async def test_this_ingress_s_own_admissions_are_priced_by_their_own_prompts():
+    """The gateway keeps each admitted request's own expected service, newest first, for the requests on
+    their way to a replica (in no report yet): a long prompt just admitted weighs what it costs."""
+    gw = await make(60_000, {}, {}, prefill=2.0)
+    long_call = await gw.route("chat", chat(messages=[{"role": "user", "content": "word " * 300}]), {})
+    short_call = await gw.route("chat", chat(), {})
+    assert long_call.model == short_call.model == "cheap"
+    arriving = gw.loads()["cheap"].arriving_ms
+    assert arriving == (short_call.decision.prediction.service_ms, long_call.decision.prediction.service_ms)
+    assert arriving[1] > arriving[0] > 0  # 300 words of prompt cost more than "hi"
+    assert gw.loads()["dear"].arriving_ms == ()
+    [c async for c in gw.run(long_call)]
+    assert gw.loads()["cheap"].arriving_ms == (short_call.decision.prediction.service_ms,)
+    [c async for c in gw.run(short_call)]
+    assert gw.loads()["cheap"].arriving_ms == ()
