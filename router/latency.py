@@ -27,8 +27,10 @@ Admission's hard limit (a latency budget plus the pool's overrun) is checked on 
 first token scaled by how far the first tokens of queued requests have come after their
 admission-time prediction (``observe_first_token``: the log of observed / predicted, its
 exponentially weighted mean plus ``z`` standard deviations of its own quantile, 0.99 by default,
-never below 1; before any is seen, a spread of about 30%): the queue's own misprediction, learned live, so a slowed-down machine sheds
-earlier instead of cutting requests off.
+and never below the worst of the last :data:`RECENT_FIRST_TOKENS` of them nor below 1, since a
+lognormal fitted on a few samples underrates the tail; before any is seen, a spread of about 30%):
+the queue's own misprediction, learned live, so a slowed-down machine sheds earlier instead of
+cutting requests off.
 
 The router budgets on a *high quantile*, not the mean: the log of observed / predicted is
 tracked as an exponentially weighted mean and variance, and a prediction is scaled by
@@ -39,10 +41,13 @@ needs no I/O.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from statistics import NormalDist
 
 from router.types import ModelCard, ModelLoad
+
+RECENT_FIRST_TOKENS = 32  # how many queued first tokens' lateness the hard limit remembers at worst
 
 
 class Ewma:
@@ -106,6 +111,8 @@ class _ModelState:
         # log(observed / predicted) of a queued request's first token against its admission-time mean;
         # until queued requests have shown how far off it runs, assume about 30% either way
         self.first_token_err = Ewma(0.0, alpha, initial_var=0.1)
+        # ...and the latest of them: the hard limit never assumes less lateness than the worst of these
+        self.first_token_recent: deque[float] = deque(maxlen=RECENT_FIRST_TOKENS)
 
 
 class LatencyModel:
@@ -180,7 +187,8 @@ class LatencyModel:
         ttft_q = ttft_mean * math.exp(st.ttft_err.mean + self._z * st.ttft_err.std)
         e2e_q = e2e_mean * math.exp(st.e2e_err.mean + self._z * st.e2e_err.std)
         err = st.first_token_err
-        first_hi = ttft_mean * math.exp(max(0.0, err.mean + self._z_hard * err.std)) if wait > 0 else ttft_mean
+        late = max(0.0, err.mean + self._z_hard * err.std, *st.first_token_recent)
+        first_hi = ttft_mean * math.exp(late) if wait > 0 else ttft_mean
         return LatencyEstimate(ttft_ms=ttft_q, e2e_ms=e2e_q, wait_ms=wait,
                                output_tokens=self.expected_output_tokens(model, max_tokens), first_token_ms=ttft_mean,
                                first_token_hi_ms=first_hi, service_ms=service)
@@ -189,7 +197,9 @@ class LatencyModel:
         """A queued request's first token came ``observed_ms`` after admission, ``predicted_ms`` expected
         (a request cut off before it: the time it waited, a lower bound)."""
         if predicted_ms > 0:
-            self._state(model).first_token_err.update(math.log(max(observed_ms, 1.0) / predicted_ms))
+            st = self._state(model)
+            st.first_token_err.update(math.log(max(observed_ms, 1.0) / predicted_ms))
+            st.first_token_recent.append(math.log(max(observed_ms, 1.0) / predicted_ms))
 
     def observe(self, model: str, obs: Observation) -> None:
         st = self._state(model)

@@ -233,3 +233,22 @@ def test_the_shed_check_uses_the_expected_first_token_not_the_quantile():
     p = d.prediction
     assert p.wait_ms > 0 and p.first_token_ms < p.ttft_ms  # the uplift
     assert within_wait(d, ("small",), WaitBound(budget_ms=(p.first_token_ms + p.ttft_ms) / 2)) == ("small",)
+
+
+def test_the_hard_limit_never_assumes_less_lateness_than_the_worst_recent_first_token():
+    """One queued first token 1.7x late among many on time: the fitted spread alone would forget it at
+    once, but admission keeps at least that much room while it is among the latest."""
+    lm = LatencyModel(CARDS, quantile=0.5)
+    r = Router(CARDS, lm, near_equal=None)
+    pinned = RouteRequest(prompt="p", prompt_tokens=20, max_tokens=50, budget=Budget(max_latency_ms=10_000),
+                          pinned_model="small")
+    busy = {"small": ModelLoad(in_flight=6)}
+    lm.observe_first_token("small", 1000.0, 1700.0)
+    for _ in range(20):  # then twenty on time: the EWMA's mean and spread shrink toward zero
+        lm.observe_first_token("small", 1000.0, 1000.0)
+    p = r.decide(pinned, busy, {}).prediction
+    assert p.first_token_hi_ms == pytest.approx(1.7 * p.first_token_ms, rel=1e-3)
+    for _ in range(40):  # once it has left the window, the fitted spread alone is left
+        lm.observe_first_token("small", 1000.0, 1000.0)
+    p = r.decide(pinned, busy, {}).prediction
+    assert p.first_token_ms <= p.first_token_hi_ms < 1.05 * p.first_token_ms
