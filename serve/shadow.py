@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -22,10 +24,6 @@ from serve.gateway import Call, Gateway
 from serve.telemetry.sampling import draw
 
 log = logging.getLogger("tiergate.shadow")
-
-
-class ModelBusy(Exception):
-    """A check skipped: its model had no free slot."""
 
 
 class OutputChecks:
@@ -59,17 +57,22 @@ class OutputChecks:
         price = self.gateway.router.card(model).price
         return price.cost(call.prompt_tokens, call.generation.sampling.max_tokens)
 
-    async def _answer(self, model: str, gen: GenerationRequest, holder: str) -> str:
-        # only on a free slot (a loaded model skips its checks: callers never queue behind them), and
-        # counted in the model's in-flight load, so the router sees what checks cost it
+    @asynccontextmanager
+    async def _idle_slot(self, model: str, holder: str) -> AsyncIterator[bool]:
+        """A free slot on ``model`` for one check, or False: a loaded model skips its checks (callers never
+        queue behind them), before telemetry is asked for a grant, so a skip costs none. The slot counts
+        in the model's in-flight load, so the router sees what checks cost it."""
         card = self.gateway.router.card(model)
         if not await self.gateway.slots.take_idle(model, holder, card.concurrency * card.replicas):
-            raise ModelBusy(model)
+            yield False
+            return
         try:
-            parts = [c.text async for c in self.gateway.clients[model].stream(gen)]
+            yield True
         finally:
             self.gateway.slots.free(model, holder)
-        return "".join(parts)
+
+    async def _answer(self, model: str, gen: GenerationRequest) -> str:
+        return "".join([c.text async for c in self.gateway.clients[model].stream(gen)])
 
     async def _run(self, call: Call, shadow: bool = True, probe: bool = True) -> None:
         try:
@@ -85,17 +88,15 @@ class OutputChecks:
         if not self._shadows(model):
             return
         common = {"model": model, "route_class": call.route_class, "shadow_model": shadow}
-        if not await self.telemetry.plan_shadow.remote(**common, est_cost_usd=self._est_cost(shadow, call),
-                                                       drawn=True):
-            return
-        gen = _greedy(call.generation)
-        try:
-            answer = await self._answer(shadow, gen, call.request_id + ":shadow")
-        except ModelBusy:
-            return
-        except Exception:  # noqa: BLE001
-            await self.telemetry.record_shadow_error.remote(**common)
-            return
+        async with self._idle_slot(shadow, call.request_id + ":shadow") as idle:
+            if not idle or not await self.telemetry.plan_shadow.remote(
+                    **common, est_cost_usd=self._est_cost(shadow, call), drawn=True):
+                return
+            try:
+                answer = await self._answer(shadow, _greedy(call.generation))
+            except Exception:  # noqa: BLE001
+                await self.telemetry.record_shadow_error.remote(**common)
+                return
         route = call.route_request
         await self.telemetry.record_shadow.remote(
             **common, predicted_quality=call.decision.prediction.quality, answer=call.text,
@@ -106,23 +107,21 @@ class OutputChecks:
     async def _probe(self, call: Call) -> None:
         model = call.model
         prompt = _user_text(call.generation)
-        calls = 1 if call.generation.sampling.temperature == 0 else 2  # greedy answers are reused
-        perturbation = await self.telemetry.plan_probe.remote(
-            model=model, prompt=prompt, est_cost_usd=calls * self._est_cost(model, call), drawn=True)
-        if perturbation is None:
-            return
-        base = _greedy(call.generation)
-        try:
-            # compare greedy answers, so a flip is the perturbation's doing, not sampling noise
-            greedy = call.generation.sampling.temperature == 0
-            answer = call.text if greedy else await self._answer(model, base, call.request_id + ":base")
-            probe_answer = await self._answer(model, _with_user_text(base, perturbation.text),
-                                              call.request_id + ":probe")
-        except ModelBusy:
-            return
-        except Exception:  # noqa: BLE001
-            await self.telemetry.record_probe_error.remote(model=model, perturbation=perturbation.name)
-            return
+        greedy = call.generation.sampling.temperature == 0
+        calls = 1 if greedy else 2  # greedy answers are reused
+        async with self._idle_slot(model, call.request_id + ":probe") as idle:
+            perturbation = None if not idle else await self.telemetry.plan_probe.remote(
+                model=model, prompt=prompt, est_cost_usd=calls * self._est_cost(model, call), drawn=True)
+            if perturbation is None:
+                return
+            base = _greedy(call.generation)
+            try:
+                # compare greedy answers, so a flip is the perturbation's doing, not sampling noise
+                answer = call.text if greedy else await self._answer(model, base)
+                probe_answer = await self._answer(model, _with_user_text(base, perturbation.text))
+            except Exception:  # noqa: BLE001
+                await self.telemetry.record_probe_error.remote(model=model, perturbation=perturbation.name)
+                return
         await self.telemetry.record_probe.remote(model=model, perturbation=perturbation.name, answer=answer,
                                                  probe_answer=probe_answer,
                                                  cost_usd=calls * self._est_cost(model, call))

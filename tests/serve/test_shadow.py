@@ -1,5 +1,6 @@
-"""Brittleness checks (serve/shadow.py) sampling, with the fake engine and a fake telemetry handle, no Ray:
-the ingress draws the sample itself and asks the telemetry deployment only about drawn answers."""
+"""Brittleness checks (serve/shadow.py), with the fake engine and a fake telemetry handle, no Ray: the
+ingress draws the sample itself and asks the telemetry deployment only about drawn answers, and a check
+runs on idle capacity only (skipped, never queued, when its model has no free slot)."""
 
 from __future__ import annotations
 
@@ -120,3 +121,71 @@ def test_a_drawn_request_still_meets_the_caps():
     plans = [m.plan_shadow(model="small", route_class="", shadow_model="large", est_cost_usd=0.0, now=0.0,
                            drawn=True) for _ in range(3)]
     assert plans == [True, False, False]
+
+
+class _Counting(EngineClient):
+    def __init__(self, engine: FakeEngine) -> None:
+        super().__init__(engine)
+        self.streams = 0
+
+    def stream(self, request):  # type: ignore[no-untyped-def]
+        self.streams += 1
+        return super().stream(request)
+
+
+async def _idle_setup(telemetry: FakeTelemetry) -> tuple[Gateway, OutputChecks, dict[str, _Counting]]:
+    p = _pool(1.0, 0.0)  # every answer shadowed on "dear", which generates one request at a time
+    clients = {}
+    for m in p.models:
+        engine = FakeEngine(m, FakeArgs(**m.engine_args))
+        await engine.start()
+        clients[m.name] = _Counting(engine)
+    gw = Gateway(p, clients, PriorQuality({m.name: m.prior_quality for m in p.models}), lambda _: None)
+    return gw, OutputChecks(p, gw, telemetry), clients
+
+
+async def _checked(gw: Gateway, checks: OutputChecks) -> None:
+    call = await gw.route("chat", chat(model="cheap", temperature=0), {})
+    [c async for c in gw.run(call)]
+    await gw.slots.drain()
+    checks.schedule(call)
+    await asyncio.gather(*list(checks._tasks))
+    await gw.slots.drain()
+
+
+async def test_a_check_runs_on_an_idle_model_and_frees_its_slot():
+    telemetry = FakeTelemetry(plan_shadow=True)
+    gw, checks, clients = await _idle_setup(telemetry)
+    await _checked(gw, checks)
+    assert clients["dear"].streams == 1 and [n for n, _ in telemetry.calls] == ["plan_shadow", "record_shadow"]
+    assert gw.in_flight["dear"] == 0
+
+
+async def test_a_check_whose_model_has_no_free_slot_is_skipped_before_telemetry_is_asked():
+    """Nothing queues behind callers, and no grant of telemetry's capped sampler is taken and left
+    unreleased (it would block sampling until its slot timed out)."""
+    telemetry = FakeTelemetry(plan_shadow=True)
+    gw, checks, clients = await _idle_setup(telemetry)
+    await gw.slots.take("dear", "a caller's request")  # the one slot "dear" generates on is busy
+    await _checked(gw, checks)
+    assert clients["dear"].streams == 0 and telemetry.calls == []
+    assert gw.in_flight["dear"] == 1  # only the caller's request
+    gw.slots.free("dear", "a caller's request")
+    await _checked(gw, checks)  # free again: the next check runs
+    assert clients["dear"].streams == 1 and [n for n, _ in telemetry.calls] == ["plan_shadow", "record_shadow"]
+
+
+async def test_a_probe_is_skipped_too_when_its_model_is_busy():
+    telemetry = FakeTelemetry(plan_probe=None)
+    p = _pool(0.0, 1.0)
+    clients = {m.name: EngineClient(FakeEngine(m, FakeArgs(**m.engine_args))) for m in p.models}
+    for c in clients.values():
+        await c.engine.start()
+    gw = Gateway(p, clients, PriorQuality({m.name: m.prior_quality for m in p.models}), lambda _: None)
+    checks = OutputChecks(p, gw, telemetry)
+    await gw.slots.take("cheap", "a caller's request")
+    call = await gw.route("chat", chat(model="cheap", temperature=0), {})
+    [c async for c in gw.run(call)]
+    checks.schedule(call)
+    await asyncio.gather(*list(checks._tasks))
+    assert telemetry.calls == []
