@@ -107,16 +107,21 @@ async def test_live_outcomes_refresh_the_profile_of_a_running_gateway(live_app):
     body = {"model": "auto", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4,
             "routing": {"min_quality": 0.05}}  # the cheapest model answers; the 1.5B shadows it
     async with httpx.AsyncClient(timeout=300) as client:
+        def recorded() -> list[dict]:
+            return [json.loads(x) for x in live.read_text().split("\n") if x.strip()] if live.exists() else []
+
         first = await client.post(f"{gw.api}/chat/completions", json=body)
         assert first.status_code == 200 and first.headers["x-tiergate-model"] == MODELS[0]
-        for _ in range(11):
-            assert (await client.post(f"{gw.api}/chat/completions", json=body)).status_code == 200
+        # one at a time: a shadow check runs only while the 1.5B model has a free slot (never queued in
+        # front of callers), so each answer waits for the previous answer's check to be recorded
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            lines = [json.loads(x) for x in live.read_text().split("\n") if x.strip()] if live.exists() else []
-            if len(lines) >= 10:
-                break
-            await asyncio.sleep(1)
+        for n in range(1, 11):
+            while len(recorded()) < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert (await client.post(f"{gw.api}/chat/completions", json=body)).status_code == 200
+        while len(recorded()) < 10 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        lines = recorded()
         assert len(lines) >= 10, f"only {len(lines)} live outcomes recorded"
         assert all(x["model"] == MODELS[0] and "prompt" not in x for x in lines)  # no prompt text by default
 
