@@ -70,12 +70,12 @@ class Slots:
             self.in_flight[model] = max(self.in_flight[model], slot_limit(self.capacity[model], priority))
         raise saturated(order, self.capacity, priority, service_ms)
 
-    async def take(self, model: str, holder: str, own_ms: float | None = None) -> int:
-        """Lease without a limit (a failover, an escalation, a check): the requests ahead of it."""
+    async def take(self, model: str, holder: str) -> int:
+        """Lease without a limit (a failover, an escalation): the requests ahead of it."""
         held = await self._lease(model, holder, UNBOUNDED)
         assert held is not None
         self.in_flight[model] = held
-        self._own[model][holder] = own_ms
+        self._own[model][holder] = None  # its own service is not known here: priced at the mean
         return held - 1
 
     async def take_idle(self, model: str, holder: str, generating: int) -> bool:
