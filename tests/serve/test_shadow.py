@@ -50,15 +50,30 @@ def _pool(shadow_rate: float, probe_rate: float):
         "shadow": {"rate": shadow_rate}, "probe": {"rate": probe_rate}}}})
 
 
-async def _answered(shadow_rate: float, probe_rate: float, telemetry: FakeTelemetry, n: int = 1):
+class _Counting(EngineClient):
+    def __init__(self, engine: FakeEngine) -> None:
+        super().__init__(engine)
+        self.streams = 0
+
+    def stream(self, request):  # type: ignore[no-untyped-def]
+        self.streams += 1
+        return super().stream(request)
+
+
+async def _setup(shadow_rate: float, probe_rate: float,
+                 telemetry: FakeTelemetry) -> tuple[Gateway, OutputChecks, dict[str, _Counting]]:
     p = _pool(shadow_rate, probe_rate)
     clients = {}
     for m in p.models:
         engine = FakeEngine(m, FakeArgs(**m.engine_args))
         await engine.start()
-        clients[m.name] = EngineClient(engine)
+        clients[m.name] = _Counting(engine)
     gw = Gateway(p, clients, PriorQuality({m.name: m.prior_quality for m in p.models}), lambda _: None)
-    checks = OutputChecks(p, gw, telemetry)
+    return gw, OutputChecks(p, gw, telemetry), clients
+
+
+async def _answered(shadow_rate: float, probe_rate: float, telemetry: FakeTelemetry, n: int = 1):
+    gw, checks, _ = await _setup(shadow_rate, probe_rate, telemetry)
     for _ in range(n):
         call = await gw.route("chat", chat(model="cheap", temperature=0), {})
         [c async for c in gw.run(call)]
@@ -123,27 +138,6 @@ def test_a_drawn_request_still_meets_the_caps():
     assert plans == [True, False, False]
 
 
-class _Counting(EngineClient):
-    def __init__(self, engine: FakeEngine) -> None:
-        super().__init__(engine)
-        self.streams = 0
-
-    def stream(self, request):  # type: ignore[no-untyped-def]
-        self.streams += 1
-        return super().stream(request)
-
-
-async def _idle_setup(telemetry: FakeTelemetry) -> tuple[Gateway, OutputChecks, dict[str, _Counting]]:
-    p = _pool(1.0, 0.0)  # every answer shadowed on "dear", which generates one request at a time
-    clients = {}
-    for m in p.models:
-        engine = FakeEngine(m, FakeArgs(**m.engine_args))
-        await engine.start()
-        clients[m.name] = _Counting(engine)
-    gw = Gateway(p, clients, PriorQuality({m.name: m.prior_quality for m in p.models}), lambda _: None)
-    return gw, OutputChecks(p, gw, telemetry), clients
-
-
 async def _checked(gw: Gateway, checks: OutputChecks) -> None:
     call = await gw.route("chat", chat(model="cheap", temperature=0), {})
     [c async for c in gw.run(call)]
@@ -155,7 +149,7 @@ async def _checked(gw: Gateway, checks: OutputChecks) -> None:
 
 async def test_a_check_runs_on_an_idle_model_and_frees_its_slot():
     telemetry = FakeTelemetry(plan_shadow=True)
-    gw, checks, clients = await _idle_setup(telemetry)
+    gw, checks, clients = await _setup(1.0, 0.0, telemetry)  # every answer shadowed on "dear" (one slot)
     await _checked(gw, checks)
     assert clients["dear"].streams == 1 and [n for n, _ in telemetry.calls] == ["plan_shadow", "record_shadow"]
     assert gw.in_flight["dear"] == 0
@@ -165,7 +159,7 @@ async def test_a_check_whose_model_has_no_free_slot_is_skipped_before_telemetry_
     """Nothing queues behind callers, and no grant of telemetry's capped sampler is taken and left
     unreleased (it would block sampling until its slot timed out)."""
     telemetry = FakeTelemetry(plan_shadow=True)
-    gw, checks, clients = await _idle_setup(telemetry)
+    gw, checks, clients = await _setup(1.0, 0.0, telemetry)  # every answer shadowed on "dear" (one slot)
     await gw.slots.take("dear", "a caller's request")  # the one slot "dear" generates on is busy
     await _checked(gw, checks)
     assert clients["dear"].streams == 0 and telemetry.calls == []
@@ -177,12 +171,7 @@ async def test_a_check_whose_model_has_no_free_slot_is_skipped_before_telemetry_
 
 async def test_a_probe_is_skipped_too_when_its_model_is_busy():
     telemetry = FakeTelemetry(plan_probe=None)
-    p = _pool(0.0, 1.0)
-    clients = {m.name: EngineClient(FakeEngine(m, FakeArgs(**m.engine_args))) for m in p.models}
-    for c in clients.values():
-        await c.engine.start()
-    gw = Gateway(p, clients, PriorQuality({m.name: m.prior_quality for m in p.models}), lambda _: None)
-    checks = OutputChecks(p, gw, telemetry)
+    gw, checks, _ = await _setup(0.0, 1.0, telemetry)
     await gw.slots.take("cheap", "a caller's request")
     call = await gw.route("chat", chat(model="cheap", temperature=0), {})
     [c async for c in gw.run(call)]
