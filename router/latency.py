@@ -197,9 +197,9 @@ class LatencyModel:
         """A queued request's first token came ``observed_ms`` after admission, ``predicted_ms`` expected
         (a request cut off before it: the time it waited, a lower bound)."""
         if predicted_ms > 0:
-            st = self._state(model)
-            st.first_token_err.update(math.log(max(observed_ms, 1.0) / predicted_ms))
-            st.first_token_recent.append(math.log(max(observed_ms, 1.0) / predicted_ms))
+            st, late = self._state(model), math.log(max(observed_ms, 1.0) / predicted_ms)
+            st.first_token_err.update(late)
+            st.first_token_recent.append(late)
 
     def observe(self, model: str, obs: Observation) -> None:
         st = self._state(model)
