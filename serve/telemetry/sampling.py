@@ -86,7 +86,7 @@ class BudgetedSampler:
         ``rate_capped``, ``cost_capped`` or ``busy``. ``drawn``: the caller already drew this request
         with probability ``rate`` (:func:`draw`), so only the caps are checked here."""
         with self._lock:
-            if not drawn and self._rng.random() >= self.config.rate:
+            if not drawn and not draw(self._rng, self.config):
                 return UNSAMPLED
             while self._slots and now - self._slots[0] > self.config.slot_timeout_s:
                 self._slots.popleft()  # its caller never reported back
