@@ -172,8 +172,12 @@ def test_a_worker_node_lost_under_load_loses_no_request_and_comes_back(cluster):
                 for d, reps in cluster.replicas("tiergate").items()}
 
     small, mid = f"model-{SMALL['name']}", f"model-{MID['name']}"
-    assert placement() == {"ingress": [("RUNNING", head_id)], "telemetry": [("RUNNING", head_id)],
-                           mid: [("RUNNING", head_id)], small: [("RUNNING", worker_id)]}
+    placed = {"ingress": [("RUNNING", head_id)], "telemetry": [("RUNNING", head_id)],
+              mid: [("RUNNING", head_id)], small: [("RUNNING", worker_id)]}
+    # /health answers once the models are ready; Serve may still list another replica as STARTING a moment
+    wait_for("every replica running on its node", lambda: placement() == placed, 60,
+             explain=lambda: f" placement: {placement()}")
+    assert placement() == placed
 
     with sending(f"{base}/v1") as load:
         # the cheapest model answers "auto" while its node is up
