@@ -2,8 +2,11 @@
 
 One ``Llama`` per replica. It is not thread-safe, so generations run one at a time on a
 dedicated worker thread, off the event loop; tokens travel to the async side through an
-``asyncio.Queue``. Closing the stream sets a flag that the worker checks between tokens, so a
-client that goes away stops generation within one token.
+``asyncio.Queue``. Requests queue in that thread's executor, so the next generation starts the
+moment the last one ends, without waiting for the event loop (which may be busy writing answers)
+to hand the engine over. Closing the stream sets a flag that the worker checks between tokens,
+so a client that goes away stops generation within one token; a request that never started is
+skipped.
 """
 
 from __future__ import annotations
@@ -36,6 +39,17 @@ from serve.engines.tools import CLOSE, ToolChunks, template_has_tool_format, tem
 from serve.weights import resolve_weights
 
 _DONE = object()
+
+
+class _Job:
+    """One request's place in the worker's queue; ``started`` and ``skipped`` change under the engine's count lock."""
+
+    __slots__ = ("cancelled", "started", "skipped")
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.started = False
+        self.skipped = False
 
 
 class LlamaCppArgs(EngineArgs):
@@ -92,7 +106,7 @@ class LlamaCppEngine(Engine):
         self._formatter: Any = None
         self._tool_format = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{model.name}")
-        self._lock = asyncio.Lock()
+        self._counts = threading.Lock()  # the worker thread and the event loop both update the two counts
         self._waiting = 0
         self._running = 0
         self._load_error: str | None = None
@@ -198,19 +212,21 @@ class LlamaCppEngine(Engine):
             )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancelled = threading.Event()
+        job = _Job()
 
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        self._waiting += 1
-        try:
-            await self._lock.acquire()
-        finally:
-            self._waiting -= 1
-        self._running += 1
+        with self._counts:
+            self._waiting += 1
         future = loop.run_in_executor(
-            self._executor, self._generate, tokens, request, template_stops, grammar, emit, cancelled)
+            self._executor, self._generate, job, tokens, request, template_stops, grammar, emit)
+
+        def never_ran(done: asyncio.Future[None]) -> None:  # the executor was shut down (stop) with it queued
+            if done.cancelled():
+                queue.put_nowait(EngineError(f"model {self.model.name} stopped before this request ran"))
+
+        future.add_done_callback(never_ran)
         try:
             while True:
                 item = await queue.get()
@@ -221,24 +237,33 @@ class LlamaCppEngine(Engine):
                 yield tools.chunk(item) if tools is not None else item
             await future
         finally:
-            cancelled.set()
-            # the engine is free once the worker thread has stopped, even if this task is cancelled
-            # meanwhile; a cancellation is never swallowed (errors came through the queue already)
-            future.add_done_callback(self._worker_stopped)
-            await asyncio.shield(future)
+            job.cancelled.set()
+            with self._counts:
+                started = job.started
+                if not started:  # still queued: the worker skips it, and it no longer waits
+                    job.skipped = True
+                    self._waiting -= 1
+            if started and not future.done():
+                # the worker stops within one token; a cancellation is never swallowed (errors came
+                # through the queue already)
+                await asyncio.shield(future)
 
-    def _worker_stopped(self, _: Any) -> None:
-        self._running -= 1
-        self._lock.release()
-
-    def _generate(self, tokens: list[int], request: GenerationRequest, template_stops: tuple[str, ...],
-                  grammar: str | None, emit: Callable[[Any], None], cancelled: threading.Event) -> None:
+    def _generate(self, job: _Job, tokens: list[int], request: GenerationRequest, template_stops: tuple[str, ...],
+                  grammar: str | None, emit: Callable[[Any], None]) -> None:
+        with self._counts:
+            if job.skipped:
+                return
+            job.started = True
+            self._waiting -= 1
+            self._running += 1
         try:
-            self._generate_inner(tokens, request, template_stops, grammar, emit, cancelled)
+            self._generate_inner(tokens, request, template_stops, grammar, emit, job.cancelled)
         except Exception as err:  # noqa: BLE001 - crossing the thread boundary
             known = isinstance(err, (EngineError, InvalidRequestError))
             emit(err if known else EngineError(f"{self.model.name}: {err}"))
         finally:
+            with self._counts:
+                self._running -= 1
             emit(_DONE)
 
     def _grammar(self, text: str | None) -> Any:
