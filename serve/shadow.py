@@ -5,7 +5,9 @@ itself (each check's ``rate``); for a drawn request only, the telemetry deployme
 grant (rate, cost and concurrency capped there), then the same request is re-asked of the
 strongest model (shadow) or a meaning-preserving perturbation of it is re-asked of the same
 model (probe), and the answers' agreement is reported back. Nothing here can delay or fail the
-caller's request: it runs after the answer was sent, and every failure is only counted.
+caller's request: it runs after the answer was sent, only on a model with a free slot, and gives
+way (is cancelled, and counted ``preempted``) when a caller takes a slot on its model while it
+runs; every failure is only counted.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -72,7 +74,9 @@ class OutputChecks:
             self.gateway.slots.free(model, holder)
 
     async def _answer(self, model: str, gen: GenerationRequest) -> str:
-        return "".join([c.text async for c in self.gateway.clients[model].stream(gen)])
+        # closed at once when the check is cancelled, so the model stops generating for it
+        async with aclosing(self.gateway.clients[model].stream(gen)) as stream:  # type: ignore[type-var]
+            return "".join([c.text async for c in stream])
 
     async def _run(self, call: Call, shadow: bool = True, probe: bool = True) -> None:
         try:
@@ -92,8 +96,12 @@ class OutputChecks:
             if not idle or not await self.telemetry.plan_shadow.remote(
                     **common, est_cost_usd=self._est_cost(shadow, call), drawn=True):
                 return
+            self.gateway.slots.give_way(shadow, call.request_id + ":shadow")
             try:
                 answer = await self._answer(shadow, _greedy(call.generation))
+            except asyncio.CancelledError:  # a caller came (Slots' preemption), or the replica stops
+                await self.telemetry.record_shadow_error.remote(**common, preempted=True)
+                raise
             except Exception:  # noqa: BLE001
                 await self.telemetry.record_shadow_error.remote(**common)
                 return
@@ -115,10 +123,15 @@ class OutputChecks:
             if perturbation is None:
                 return
             base = _greedy(call.generation)
+            self.gateway.slots.give_way(model, call.request_id + ":probe")
             try:
                 # compare greedy answers, so a flip is the perturbation's doing, not sampling noise
                 answer = call.text if greedy else await self._answer(model, base)
                 probe_answer = await self._answer(model, _with_user_text(base, perturbation.text))
+            except asyncio.CancelledError:  # as in _shadow
+                await self.telemetry.record_probe_error.remote(model=model, perturbation=perturbation.name,
+                                                               preempted=True)
+                raise
             except Exception:  # noqa: BLE001
                 await self.telemetry.record_probe_error.remote(model=model, perturbation=perturbation.name)
                 return

@@ -41,6 +41,8 @@ class Slots:
         self._pending: set[asyncio.Task[None]] = set()
         # this replica's own leases per model, in admission order, with each one's expected service
         self._own: dict[str, dict[str, float | None]] = {m: {} for m in capacity}
+        # background work (brittleness checks) holding an idle slot, by holder: cancelled when a caller comes
+        self._background: dict[str, dict[str, asyncio.Task[object]]] = {m: {} for m in capacity}
 
     @staticmethod
     def _pool(model: str) -> str:
@@ -66,6 +68,7 @@ class Slots:
             if held is not None:
                 self.in_flight[model] = held
                 self._own[model][holder] = (own_ms or {}).get(model)
+                self._preempt(model)
                 return model
             self.in_flight[model] = max(self.in_flight[model], slot_limit(self.capacity[model], priority))
         raise saturated(order, self.capacity, priority, service_ms)
@@ -76,18 +79,35 @@ class Slots:
         assert held is not None
         self.in_flight[model] = held
         self._own[model][holder] = None  # its own service is not known here: priced at the mean
+        self._preempt(model)
         return held - 1
 
     async def take_idle(self, model: str, holder: str, generating: int) -> bool:
         """Lease only while fewer than ``generating`` (what the model's replicas generate at once) are
         in flight, so nothing would queue: background work (the brittleness checks) uses idle capacity
-        only and never adds to a queue that callers wait in."""
+        only and never adds to a queue that callers wait in (see also :meth:`give_way`)."""
         held = await self._lease(model, holder, max(1, generating))
         if held is None:
             return False
         self.in_flight[model] = held
         self._own[model][holder] = None
         return True
+
+    def give_way(self, model: str, holder: str) -> None:
+        """From now until ``holder`` frees its slot, a caller who takes a slot on ``model`` cancels the
+        current task (see :meth:`_preempt`), so callers never wait behind background work either."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._background[model][holder] = task
+
+    def _preempt(self, model: str) -> None:
+        """A caller took a slot on ``model``: cancel this replica's background work there, which would
+        otherwise hold the engine for a whole generation ahead of the caller (idle when it started, the
+        model is not any more). A caller on another ingress replica does not reach it: there the check
+        ends on its own."""
+        preempted, self._background[model] = self._background[model], {}  # once: its clean-up runs on
+        for task in preempted.values():
+            task.cancel()
 
     def arriving(self, model: str) -> tuple[float | None, ...]:
         """This replica's own leases on ``model``, newest first: each one's expected service, if known
@@ -98,6 +118,7 @@ class Slots:
         """Give the lease back, in the background: a cancelled request still frees its slot."""
         self.in_flight[model] = max(0, self.in_flight[model] - 1)
         self._own[model].pop(holder, None)
+        self._background[model].pop(holder, None)
         task = asyncio.get_running_loop().create_task(self._free(model, holder))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

@@ -277,9 +277,11 @@ class BrittlenessMonitor:
                 self.cal_agree.labels(model, b)  # export the series at zero
         return result
 
-    def record_shadow_error(self, *, model: str, route_class: str, shadow_model: str, cost_usd: float = 0.0) -> None:
+    def record_shadow_error(self, *, model: str, route_class: str, shadow_model: str, cost_usd: float = 0.0,
+                            preempted: bool = False) -> None:
+        """The shadow call failed, or (``preempted``) gave way to a caller on its model."""
         self.shadow_sampler.done()
-        self.shadow.labels(model, route_class or "none", "error").inc()
+        self.shadow.labels(model, route_class or "none", "preempted" if preempted else "error").inc()
         self.shadow_cost.labels(shadow_model).inc(cost_usd)
 
     def bin_label(self, predicted_quality: float) -> str:
@@ -311,7 +313,9 @@ class BrittlenessMonitor:
         self.probe_cost.labels(model).inc(cost_usd)
         return result
 
-    def record_probe_error(self, *, model: str, perturbation: str, cost_usd: float = 0.0) -> None:
+    def record_probe_error(self, *, model: str, perturbation: str, cost_usd: float = 0.0,
+                           preempted: bool = False) -> None:
+        """The probe failed, or (``preempted``) gave way to a caller on its model."""
         self.probe_sampler.done()
-        self.probe.labels(model, perturbation, "error").inc()
+        self.probe.labels(model, perturbation, "preempted" if preempted else "error").inc()
         self.probe_cost.labels(model).inc(cost_usd)

@@ -1,6 +1,7 @@
 """Brittleness checks (serve/shadow.py), with the fake engine and a fake telemetry handle, no Ray: the
 ingress draws the sample itself and asks the telemetry deployment only about drawn answers, and a check
-runs on idle capacity only (skipped, never queued, when its model has no free slot)."""
+runs on idle capacity only (skipped, never queued, when its model has no free slot) and gives way to a
+caller who comes while it runs."""
 
 from __future__ import annotations
 
@@ -41,11 +42,12 @@ class FakeTelemetry:
             setattr(self, name, _Method(self.calls, name, answers.get(name)))
 
 
-def _pool(shadow_rate: float, probe_rate: float):
+def _pool(shadow_rate: float, probe_rate: float, dear_args: dict[str, Any] | None = None):
     models = [{"name": name, "engine": "fake", "quantization": "none", "context_length": 512,
                "price": {"input_per_mtok": price, "output_per_mtok": price}, "prior_quality": q,
-               "latency_prior": {"ttft_ms": 5, "tpot_ms": 1}, "engine_args": {"reply": "Paris"}}
-              for name, price, q in (("cheap", 0.1, 0.3), ("dear", 1.0, 0.8))]
+               "latency_prior": {"ttft_ms": 5, "tpot_ms": 1}, "engine_args": args}
+              for name, price, q, args in (("cheap", 0.1, 0.3, {"reply": "Paris"}),
+                                           ("dear", 1.0, 0.8, dear_args or {"reply": "Paris"}))]
     return parse_pool({"name": "t", "models": models, "monitoring": {"brittleness": {
         "shadow": {"rate": shadow_rate}, "probe": {"rate": probe_rate}}}})
 
@@ -60,9 +62,9 @@ class _Counting(EngineClient):
         return super().stream(request)
 
 
-async def _setup(shadow_rate: float, probe_rate: float,
-                 telemetry: FakeTelemetry) -> tuple[Gateway, OutputChecks, dict[str, _Counting]]:
-    p = _pool(shadow_rate, probe_rate)
+async def _setup(shadow_rate: float, probe_rate: float, telemetry: FakeTelemetry,
+                 dear_args: dict[str, Any] | None = None) -> tuple[Gateway, OutputChecks, dict[str, _Counting]]:
+    p = _pool(shadow_rate, probe_rate, dear_args)
     clients = {}
     for m in p.models:
         engine = FakeEngine(m, FakeArgs(**m.engine_args))
@@ -178,3 +180,31 @@ async def test_a_probe_is_skipped_too_when_its_model_is_busy():
     checks.schedule(call)
     await asyncio.gather(*list(checks._tasks))
     assert telemetry.calls == []
+
+
+async def test_a_running_check_gives_way_to_a_caller_on_its_model():
+    """A shadow call that started on an idle model is cancelled when a caller is admitted there: its
+    stream is closed (the engine stops generating for it), its slot and telemetry's grant are given
+    back (counted ``preempted``), and the caller's answer does not wait for it."""
+    telemetry = FakeTelemetry(plan_shadow=True)
+    slow = {"reply": " ".join(["word"] * 200), "tpot_ms": 20}  # a 4 s shadow answer
+    gw, checks, clients = await _setup(1.0, 0.0, telemetry, dear_args=slow)
+    call = await gw.route("chat", chat(model="cheap", temperature=0), {})
+    [c async for c in gw.run(call)]
+    await gw.slots.drain()
+    checks.schedule(call)
+    while clients["dear"].streams == 0:  # the shadow call is generating on "dear"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert gw.in_flight["dear"] == 1 and clients["dear"].engine.load().running == 1
+    caller = await gw.route("chat", chat(model="dear", temperature=0, max_tokens=3), {})
+    began = asyncio.get_running_loop().time()
+    answer = [c async for c in gw.run(caller)]
+    assert answer[-1].finish_reason and asyncio.get_running_loop().time() - began < 1.0
+    results = await asyncio.gather(*list(checks._tasks), return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert [(n, kw.get("preempted")) for n, kw in telemetry.calls] == [
+        ("plan_shadow", None), ("record_shadow_error", True)]
+    await gw.slots.drain()
+    assert gw.in_flight["dear"] == 0 and clients["dear"].engine.load().running == 0
+

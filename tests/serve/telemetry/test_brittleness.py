@@ -160,3 +160,17 @@ def test_output_health_on_all_traffic():
     health = {dict(k)["condition"]: v for k, v in values(registry, "tiergate_output_health_total").items()}
     assert health == {"ok": 2, "empty": 1, "refused": 1, "truncated": 1}
     assert values(registry, "tiergate_output_mean_logprob_count")[(("model", "small"),)] == 1
+
+
+def test_a_preempted_check_is_counted_apart_from_errors_and_gives_its_grant_back():
+    registry = CollectorRegistry()
+    cfg = BrittlenessConfig(shadow=SamplerConfig(rate=1.0, max_in_flight=1))
+    m = BrittlenessMonitor(registry, cfg, AgreementScorer(None))
+    common = {"model": "cheap", "route_class": "", "shadow_model": "dear"}
+    assert m.plan_shadow(**common, est_cost_usd=0.0, now=0.0)
+    assert not m.plan_shadow(**common, est_cost_usd=0.0, now=0.0)  # its one grant is out
+    m.record_shadow_error(**common, preempted=True)
+    assert m.plan_shadow(**common, est_cost_usd=0.0, now=0.0)  # given back
+    outcomes = {s.labels["outcome"]: s.value for f in text_string_to_metric_families(generate_latest(registry).decode())
+                for s in f.samples if s.name == "tiergate_shadow_requests_total"}
+    assert outcomes == {"busy": 1.0, "preempted": 1.0}  # no "error"
