@@ -30,7 +30,10 @@ exponentially weighted mean plus ``z`` standard deviations of its own quantile, 
 and never below the worst of the last :data:`RECENT_FIRST_TOKENS` of them nor below 1, since a
 lognormal fitted on a few samples underrates the tail; before any is seen, a spread of about 30%):
 the queue's own misprediction, learned live, so a slowed-down machine sheds earlier instead of
-cutting requests off.
+cutting requests off. Since what is learned lags (a queued first token is seen only after its
+wait), it is also never below the model's co-location worst case: a replica that shares its
+node's CPUs (``ModelCard.guaranteed_speed`` < 1) may, once every model there is busy, run at that
+share of its prior speed, which its reported slowdown only shows after a prefill has overrun.
 
 The router budgets on a *high quantile*, not the mean: the log of observed / predicted is
 tracked as an exponentially weighted mean and variance, and a prediction is scaled by
@@ -187,7 +190,10 @@ class LatencyModel:
         ttft_q = ttft_mean * math.exp(st.ttft_err.mean + self._z * st.ttft_err.std)
         e2e_q = e2e_mean * math.exp(st.e2e_err.mean + self._z * st.e2e_err.std)
         err = st.first_token_err
-        late = max(0.0, err.mean + self._z_hard * err.std, *st.first_token_recent)
+        # co-located models all busy at once leave each its guaranteed share of the CPU, however fast it
+        # ran a moment ago: a queued first token is never expected sooner than at that speed
+        saturated = math.log(max(1.0, 1.0 / st.card.guaranteed_speed / slowdown))
+        late = max(saturated, err.mean + self._z_hard * err.std, *st.first_token_recent)
         first_hi = ttft_mean * math.exp(late) if wait > 0 else ttft_mean
         return LatencyEstimate(ttft_ms=ttft_q, e2e_ms=e2e_q, wait_ms=wait,
                                output_tokens=self.expected_output_tokens(model, max_tokens), first_token_ms=ttft_mean,

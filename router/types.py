@@ -64,6 +64,9 @@ class ModelCard:
     concurrency: int = 1  # requests one replica serves at the same time
     replicas: int = 1
     capabilities: frozenset[str] = frozenset()  # e.g. "tools", "json_schema"
+    # the share of its prior speed a replica is sure of when its node is saturated (its CPUs over the
+    # threads its engine runs; 1 with a device of its own): a queued request's hard limit assumes no better
+    guaranteed_speed: float = 1.0
 
 
 @dataclass(frozen=True)

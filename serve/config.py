@@ -175,7 +175,17 @@ class ModelConfig(Frozen):
             concurrency=self.concurrency,
             replicas=self.replicas,
             capabilities=frozenset(self.capabilities),
+            guaranteed_speed=self.guaranteed_speed(),
         )
+
+    def guaranteed_speed(self) -> float:
+        """The share of its prior speed a replica keeps on a saturated node: with no device of its own,
+        its reserved CPUs over the threads its engine computes on (llama.cpp's ``n_threads``; one
+        otherwise), at most 1."""
+        if self.resources.num_gpus > 0:
+            return 1.0
+        threads = self.engine_args.get("n_threads", 1) if self.engine == "llama_cpp" else 1
+        return min(1.0, max(self.resources.num_cpus, 0.05) / max(1, int(threads)))
 
 
 # ----------------------------------------------------------------------------- pool-wide

@@ -4,6 +4,7 @@ replicas' reported load (pure unit tests on hand-built cards)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -252,3 +253,30 @@ def test_the_hard_limit_never_assumes_less_lateness_than_the_worst_recent_first_
         lm.observe_first_token("small", 1000.0, 1000.0)
     p = r.decide(pinned, busy, {}).prediction
     assert p.first_token_ms <= p.first_token_hi_ms < 1.05 * p.first_token_ms
+
+
+def test_the_hard_limit_assumes_a_co_located_model_may_run_at_its_guaranteed_share():
+    """A replica with half a CPU for its one thread ran at its prior speed a moment ago, alone; once every
+    model on the node is busy it may get only its half, and the queue's lateness shows that only after
+    the wait. A queued first token is checked at no better than that speed, less the slowdown already
+    reported; a model with a device of its own is unaffected."""
+    shared = [replace(c, guaranteed_speed=0.5) for c in CARDS]
+    lm = LatencyModel(shared, quantile=0.5)
+    for _ in range(40):  # every queued first token on time so far
+        lm.observe_first_token("small", 1000.0, 1000.0)
+    busy = ModelLoad(in_flight=6)
+    p = lm.predict("small", 20, 50, busy)
+    assert p.wait_ms > 0
+    assert p.first_token_hi_ms == pytest.approx(2.0 * p.first_token_ms, rel=1e-3)
+    slowed = ModelLoad(in_flight=6, slowdown=1.6)  # already reported 1.6x slower: 1.25x more at most
+    assert lm.predict("small", 20, 50, slowed).first_token_hi_ms == pytest.approx(
+        1.25 * _mean_first(lm, "small", slowed), rel=1e-3)
+    own = LatencyModel(CARDS, quantile=0.5)
+    for _ in range(40):
+        own.observe_first_token("small", 1000.0, 1000.0)
+    assert own.predict("small", 20, 50, busy).first_token_hi_ms < 1.05 * _mean_first(own, "small", busy)
+    assert lm.predict("small", 20, 50).first_token_hi_ms == lm.predict("small", 20, 50).first_token_ms  # no queue
+
+
+def _mean_first(lm, model, load):
+    return lm.predict(model, 20, 50, load).first_token_ms

@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from router.errors import ConfigError, RegistryError
-from serve.config import load_pool, parse_pool
+from serve.config import ModelConfig, load_pool, parse_pool
 from serve.engines import engine_class
 from tests.conftest import CPU_POOL
 
@@ -86,3 +86,18 @@ def test_inline_pool_paths_resolve_against_the_pool_dir(tmp_path, monkeypatch):
         (tmp_path / "pools" / inline["quality_profile"]).resolve())
     with pytest.raises(ConfigError, match="exactly one"):
         pool_from_args({"pool": str(CPU_POOL), "pool_config": inline})
+
+
+def test_a_model_s_guaranteed_speed_is_its_cpus_over_its_engine_threads():
+    pool = load_pool(CPU_POOL)
+    for m in pool.models:  # the embedded pool: half a CPU for one llama.cpp thread each
+        assert (m.resources.num_cpus, m.engine_args.get("n_threads", 1)) == (0.5, 1)
+        assert m.card().guaranteed_speed == 0.5
+    base = pool.models[0].model_dump()
+    four = ModelConfig.model_validate({**base, "engine_args": {**base["engine_args"], "n_threads": 4},
+                                       "resources": {**base["resources"], "num_cpus": 2.0}})
+    assert four.card().guaranteed_speed == 0.5
+    whole = ModelConfig.model_validate({**base, "resources": {**base["resources"], "num_cpus": 2.0}})
+    assert whole.card().guaranteed_speed == 1.0  # never above its prior speed
+    gpu = ModelConfig.model_validate({**base, "resources": {**base["resources"], "num_gpus": 1.0}})
+    assert gpu.card().guaranteed_speed == 1.0
