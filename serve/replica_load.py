@@ -171,11 +171,14 @@ class WorkLedger:
         self._start_runnable(now)
 
     def factor(self) -> float:
-        """The prefill factor, at least what a request still in prefill has taken so far."""
+        """The prefill factor, at least what a request still in prefill has taken so far, and never below
+        1: a prompt that shares a prefix with the one before is mostly cached and looks many times faster
+        than nominal, but the next prompt may share nothing (a long prompt priced at a cached speed was
+        admitted behind a 15 s prefill it could not wait for)."""
         now = self.clock()
         stuck = [(now - j.started) * 1000 / j.prefill_ms for j in self._jobs.values()
                  if j.started is not None and j.first_at is None and j.prefill_ms > 0]
-        return max([self._prefill.value, *stuck])
+        return max([1.0, self._prefill.value, *stuck])
 
     def work_ms(self) -> float:
         now, pf, df = self.clock(), self.factor(), self._decode.value

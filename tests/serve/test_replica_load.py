@@ -165,6 +165,20 @@ def test_the_work_a_replica_holds_follows_each_request_s_own_size():
     assert ledger.work_ms() == 0 and ledger.factor() == pytest.approx(3.0)
 
 
+def test_a_cached_prompt_s_quick_prefill_does_not_make_the_next_prompt_look_cheap():
+    """A prompt that repeats the one before is mostly in llama.cpp's prefix cache: its prefill takes a
+    tenth of nominal. The next prompt may share nothing, so its prefill is never priced below nominal."""
+    clock = Clock()
+    ledger = WorkLedger(LatencyPrior(ttft_ms=100, tpot_ms=10, prefill_ms_per_token=5), 1, clock)
+    for key in range(5):
+        ledger.enter(key, _gen(300, 48))
+        clock.t += 0.198  # a tenth of its 1980 ms nominal prefill
+        ledger.first_token(key, prompt=376)
+        ledger.leave(key, output=0)
+    ledger.enter(9, _gen(300, 48))
+    assert ledger.factor() == 1.0 and ledger.work_ms() == pytest.approx(1980 + 480)
+
+
 def test_own_ended_requests_leave_the_reported_work():
     view = LoadView(Clock())
     view.report(r("a", 1, running=1, waiting=1, work_ms=4000), holder=1)
