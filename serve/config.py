@@ -179,13 +179,12 @@ class ModelConfig(Frozen):
         )
 
     def guaranteed_speed(self) -> float:
-        """The share of its prior speed a replica keeps on a saturated node: with no device of its own,
-        its reserved CPUs over the threads its engine computes on (llama.cpp's ``n_threads``; one
-        otherwise), at most 1."""
-        if self.resources.num_gpus > 0:
+        """The share of its prior speed a replica keeps on a saturated node: a llama.cpp engine's reserved
+        CPUs over its ``n_threads``, at most 1. 1 for any other engine (a GPU engine, the fake engine's
+        timers) and for a replica that reserves no CPUs (no share declared to scale by)."""
+        if self.engine != "llama_cpp" or self.resources.num_gpus > 0 or self.resources.num_cpus <= 0:
             return 1.0
-        threads = self.engine_args.get("n_threads", 1) if self.engine == "llama_cpp" else 1
-        return min(1.0, max(self.resources.num_cpus, 0.05) / max(1, int(threads)))
+        return min(1.0, self.resources.num_cpus / max(1, int(self.engine_args.get("n_threads", 1))))
 
 
 # ----------------------------------------------------------------------------- pool-wide

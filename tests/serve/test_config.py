@@ -101,3 +101,5 @@ def test_a_model_s_guaranteed_speed_is_its_cpus_over_its_engine_threads():
     assert whole.card().guaranteed_speed == 1.0  # never above its prior speed
     gpu = ModelConfig.model_validate({**base, "resources": {**base["resources"], "num_gpus": 1.0}})
     assert gpu.card().guaranteed_speed == 1.0
+    fake = ModelConfig.model_validate({**base, "engine": "fake", "engine_args": {}, "resources": {"num_cpus": 0}})
+    assert fake.card().guaranteed_speed == 1.0  # timers, no CPU share: no co-location worst case
