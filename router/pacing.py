@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from router.policy import Router, merge_budget
-from router.types import Budget, Decision, ModelLoad, RouteReason, RouteRequest
+from router.types import Budget, Decision, ModelLoad, Prediction, RouteReason, RouteRequest
+from router.value import by_value
 
 DEFAULT_FULL_AT = 0.1  # ahead of pace by a tenth of the budget: the default floor is dropped entirely
 
@@ -83,13 +84,18 @@ def furthest_ahead(paces: Iterable[Pace]) -> Pace | None:
 
 def paced_budget(asked: Budget | None, defaults: Budget, p: Pace | None) -> Budget:
     """The budget to route on: the request's own budgets as asked, the pool's defaults for the
-    rest, except that the default quality floor is lowered by ``p.strength`` while ahead of pace."""
+    rest, except that while ahead of pace the default quality floor and the default value of an
+    acceptable answer are lowered by ``p.strength`` (the value is dropped at full strength, which
+    leaves the cheapest model that meets every other budget)."""
     merged = merge_budget(asked, defaults)
-    if p is None or not p.ahead or (asked is not None and asked.min_quality is not None):
+    if p is None or not p.ahead:
         return merged
-    if defaults.min_quality is None or defaults.min_quality <= 0:
-        return merged
-    return replace(merged, min_quality=round(defaults.min_quality * (1.0 - p.strength), 6))
+    keep = 1.0 - p.strength
+    if (asked is None or asked.min_quality is None) and defaults.min_quality is not None and defaults.min_quality > 0:
+        merged = replace(merged, min_quality=round(defaults.min_quality * keep, 6))
+    if (asked is None or asked.answer_value_usd is None) and defaults.answer_value_usd is not None:
+        merged = replace(merged, answer_value_usd=defaults.answer_value_usd * keep if keep > 0 else None)
+    return merged
 
 
 def decide_paced(router: Router, req: RouteRequest, asked: Budget | None, defaults: Budget, p: Pace | None,
@@ -99,29 +105,46 @@ def decide_paced(router: Router, req: RouteRequest, asked: Budget | None, defaul
     Returns the decision and the request it was taken on (its budget the paced one, so that a
     failover is judged on the same budget). A request that names its model is not paced. One
     decision is taken (one draw among near-equal models, as unpaced). When the chosen model is
-    below the floor pacing lowered, the pacing made the choice: the reason is ``budget_paced`` (a
-    best-effort decision keeps its reason) and the explanation gives the pace, the lowered floor
-    and the cheapest candidate that would have met every budget with the default floor.
+    below the floor pacing lowered, or is not the one the pool's default answer value would have
+    chosen, the pacing made the choice: the reason is ``budget_paced`` (a best-effort decision keeps
+    its reason) and the explanation gives the pace, what was lowered and the candidate the
+    defaults would have chosen.
     """
     budget = paced_budget(asked, defaults, p)
     if p is None or req.pinned_model is not None or budget == req.budget:
         return router.decide(req, loads, quality), req
     paced_req = replace(req, budget=budget)
     decision = router.decide(paced_req, loads, quality)
-    floor = req.budget.min_quality
-    if floor is None or decision.prediction.quality >= floor:
-        return decision, paced_req  # the default floor is met too: pacing made no difference here
-    unpaced = [c for c in decision.candidates
-               if c.fits_latency and c.fits_cost and c.fits_context and c.quality >= floor]
-    if unpaced:
-        cheapest = min(unpaced, key=lambda c: (c.cost_usd, -c.quality, c.latency_ms, c.model))
-        would = f"unpaced: {cheapest.model}"
-    else:
-        would = "unpaced, no model met every budget with the default floor"
+    unpaced = _unpaced_choice(decision.candidates, req.budget)
+    floor, worth = req.budget.min_quality, req.budget.answer_value_usd
+    below_floor = floor is not None and decision.prediction.quality < floor
+    if not below_floor and (worth is None or (unpaced is not None and unpaced.model == decision.model)):
+        return decision, paced_req  # the default budget would have chosen the same: pacing made no difference
+    defaults_named = "default floor" if worth is None else "pool's defaults"
+    would = (f"unpaced: {unpaced.model}" if unpaced is not None
+             else f"unpaced, no model met every budget with the {defaults_named}")
+    lowered = []
+    if budget.min_quality != floor:
+        lowered.append(f"the pool's default quality floor {floor:g} is lowered to {budget.min_quality:g}")
+    if budget.answer_value_usd != worth:
+        to = "dropped" if budget.answer_value_usd is None else f"lowered to ${budget.answer_value_usd:.3g}"
+        lowered.append(f"the pool's default value of an acceptable answer ${worth:.3g} is {to}")
     why = (f"budget_paced: {p.holder} has spent ${p.spent_usd:.6g} of its ${p.budget_usd:.6g} {p.period} "
-           f"budget, ${p.ahead_usd:.6g} ({p.ahead_fraction:.1%} of it) ahead of even pace, so the pool's "
-           f"default quality floor {floor:g} is lowered to {budget.min_quality:g} (the request's own budgets "
-           f"are kept; {would}); {decision.explanation}")
+           f"budget, ${p.ahead_usd:.6g} ({p.ahead_fraction:.1%} of it) ahead of even pace, so "
+           f"{' and '.join(lowered)} (the request's own budgets are kept; {would}); {decision.explanation}")
     # a best-effort answer stays flagged as one; the explanation still tells of the pacing
-    reason = RouteReason.BUDGET_PACED if decision.reason is RouteReason.CHEAPEST_FEASIBLE else decision.reason
+    paced = decision.reason in (RouteReason.CHEAPEST_FEASIBLE, RouteReason.BEST_VALUE)
+    reason = RouteReason.BUDGET_PACED if paced else decision.reason
     return replace(decision, reason=reason, explanation=why), paced_req
+
+
+def _unpaced_choice(candidates: Iterable[Prediction], budget: Budget) -> Prediction | None:
+    """The candidate the unpaced ``budget`` would have chosen (its quality floor re-checked; the
+    other budgets are the same paced or not), or None when none meets it."""
+    fits = [c for c in candidates if c.fits_latency and c.fits_cost and c.fits_context
+            and (budget.min_quality is None or c.quality >= budget.min_quality)]
+    if not fits:
+        return None
+    if budget.answer_value_usd is not None:
+        return by_value(fits, budget.answer_value_usd)[0]
+    return min(fits, key=lambda c: (c.cost_usd, -c.quality, c.latency_ms, c.model))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 
-from router import spread
+from router import spread, value
 from router.errors import (
     BudgetInfeasibleError,
     ContextLengthError,
@@ -45,13 +45,17 @@ def merge_budget(request: Budget | None, defaults: Budget) -> Budget:
         min_quality=request.min_quality if request.min_quality is not None else defaults.min_quality,
         max_cost_usd=request.max_cost_usd if request.max_cost_usd is not None else defaults.max_cost_usd,
         strict=request.strict,
+        answer_value_usd=(request.answer_value_usd if request.answer_value_usd is not None
+                          else defaults.answer_value_usd),
     )
 
 
 class Router:
     """Picks, for each request, the cheapest model predicted to meet its budgets; among models
     near-equal in cost, one drawn by ``draw`` (uniform in [0, 1); ``router.spread``), so that
-    replicas routing on one view do not herd."""
+    replicas routing on one view do not herd. A request that puts a value on an acceptable answer
+    (``Budget.answer_value_usd``) gets, among those models, the one of highest expected value
+    (``router.value``) instead."""
 
     def __init__(self, cards: Sequence[ModelCard], latency: LatencyModel, *,
                  draw: Callable[[], float] | None = None, near_equal: float | None = spread.TOLERANCE) -> None:
@@ -146,6 +150,13 @@ class Router:
                 param="messages", code="context_length_exceeded",
             )
         feasible = [p for p in fitting if p.feasible]
+        if feasible and req.budget.answer_value_usd is not None:
+            ranked = value.by_value(feasible, req.budget.answer_value_usd)
+            why = (f"highest expected value of {len(feasible)} model(s) meeting every budget "
+                   f"({_describe_budget(req.budget)}){_describe_needs(req)}: "
+                   f"{value.describe(ranked, req.budget.answer_value_usd)}{_describe_quality(req)}")
+            return Decision(model=ranked[0].model, reason=RouteReason.BEST_VALUE, explanation=why,
+                            prediction=ranked[0], budget_met=True, candidates=preds)
         if feasible:
             equal = spread.near_equal(feasible, self.near_equal or 0.0)
             if self.near_equal is None:

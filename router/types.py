@@ -18,11 +18,15 @@ class Budget:
     min_quality: float | None = None
     max_cost_usd: float | None = None
     strict: bool = False
+    # What an acceptable answer is worth to the caller, in USD. Set: among the models meeting every
+    # budget, the router takes the one of highest expected value (this times P(acceptable), less the
+    # predicted cost) instead of the cheapest. Not a limit: nothing is refused or judged on it.
+    answer_value_usd: float | None = None
 
     def __post_init__(self) -> None:
         from router.errors import InvalidRequestError
 
-        for name in ("max_latency_ms", "max_cost_usd"):
+        for name in ("max_latency_ms", "max_cost_usd", "answer_value_usd"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise InvalidRequestError(f"{name} must be > 0, got {value}", param=f"routing.{name}")
@@ -150,6 +154,7 @@ class RouteReason(str, Enum):
 
     PINNED = "pinned"
     CHEAPEST_FEASIBLE = "cheapest_feasible"
+    BEST_VALUE = "best_value"  # the request (or the pool) put a value on an acceptable answer
     BEST_EFFORT = "best_effort"
     CASCADE = "cascade"
     FALLBACK = "fallback"
