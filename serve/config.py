@@ -196,9 +196,13 @@ class RoutingDefaults(Frozen):
     latency_quantile: float = Field(default=0.9, ge=0.5, lt=1.0)
     cascade: bool = Field(default=False, description="answer with the cheap model, escalate when its confidence "
                           "is below the profile's calibrated threshold (needs a quality_profile)")
+    answer_value_usd: float | None = Field(
+        default=None, gt=0, description="what an acceptable answer is worth (USD) to a request that names no value "
+        "of its own: among the models meeting every budget, route to the one of highest expected value (this "
+        "times P(acceptable), less the predicted cost) instead of the cheapest; unset: the cheapest")
 
     def budget(self) -> Budget:
-        return Budget(self.max_latency_ms, self.min_quality, self.max_cost_usd, self.strict)
+        return Budget(self.max_latency_ms, self.min_quality, self.max_cost_usd, self.strict, self.answer_value_usd)
 
 
 class LimitsConfig(Frozen):

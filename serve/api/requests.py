@@ -18,6 +18,7 @@ BUDGET_HEADERS = {
     "min_quality": "x-tiergate-min-quality",
     "max_cost_usd": "x-tiergate-max-cost-usd",
     "strict": "x-tiergate-strict",
+    "answer_value_usd": "x-tiergate-answer-value-usd",
 }
 
 def budget_from(routing: RoutingOptions | None, headers: Mapping[str, str]) -> Budget | None:
@@ -46,7 +47,8 @@ def budget_from(routing: RoutingOptions | None, headers: Mapping[str, str]) -> B
         merged = merged.model_copy(update=routing.model_dump(exclude_none=True))
     if not merged.model_dump(exclude_none=True):
         return None
-    return Budget(merged.max_latency_ms, merged.min_quality, merged.max_cost_usd, bool(merged.strict))
+    return Budget(merged.max_latency_ms, merged.min_quality, merged.max_cost_usd, bool(merged.strict),
+                  merged.answer_value_usd)
 
 
 def routing_text(req: ChatCompletionRequest | CompletionRequest) -> str:
@@ -64,7 +66,7 @@ def route_class(pinned: bool, asked: Budget | None) -> str:
     if asked is None:
         return "default"
     set_ = [n for n, v in (("latency", asked.max_latency_ms), ("quality", asked.min_quality),
-                           ("cost", asked.max_cost_usd)) if v is not None]
+                           ("cost", asked.max_cost_usd), ("value", asked.answer_value_usd)) if v is not None]
     return "+".join(set_) if set_ else "default"
 
 

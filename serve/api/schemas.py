@@ -68,6 +68,8 @@ class RoutingOptions(BaseModel):
     min_quality: float | None = Field(default=None, ge=0, le=1)
     max_cost_usd: float | None = Field(default=None, gt=0, le=1_000)
     strict: StrictBool | None = None
+    # what an acceptable answer is worth (USD): route to the model of highest expected value
+    answer_value_usd: float | None = Field(default=None, gt=0, le=1_000)
     cascade: StrictBool | None = None
 
 

@@ -105,3 +105,40 @@ def test_a_floor_no_model_meets_is_a_422_when_strict(client, predicted):
     with pytest.raises(openai.UnprocessableEntityError) as err:
         _ask(client, SUM, {"min_quality": min(0.999, max(p.values()) + 0.01), "strict": True})
     assert "min_quality" in str(err.value)
+
+
+def test_the_value_of_an_answer_trades_quality_for_cost_on_the_ladder(client, predicted):
+    p = predicted(SUM)
+    assert p[LARGE] > max(p[SMALL], p[MID]), p
+    # worth next to nothing: the cheapest model, every model meeting the (default) budgets
+    headers, body = _ask(client, SUM, {"answer_value_usd": 1e-9})
+    assert headers["x-tiergate-model"] == SMALL and headers["x-tiergate-route-reason"] == "best_value"
+    info = body.model_extra["tiergate"]
+    assert "an acceptable answer is worth $1e-09: smollm2-135m-instruct" in info["explanation"]
+    cost = {c["model"]: c["predicted_cost_usd"] for c in info["candidates"]}
+    assert cost[SMALL] < cost[MID] < cost[LARGE], cost
+    # the value above which the 1.5B's better chance of a right answer pays for its higher price
+    breakeven = max((cost[LARGE] - cost[m]) / (p[LARGE] - p[m]) for m in (SMALL, MID))
+    headers, body = _ask(client, SUM, {"answer_value_usd": breakeven * 1.5})
+    assert headers["x-tiergate-model"] == LARGE and headers["x-tiergate-route-reason"] == "best_value"
+    assert headers["x-tiergate-predicted-quality"] == f"{p[LARGE]:.4f}"
+    assert score("number", ["72"], body.choices[0].message.content) == 1.0
+    # the same value as a header; the body's routing object would win over it
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": SUM}], max_tokens=8, temperature=0,
+        extra_headers={"x-tiergate-answer-value-usd": str(breakeven * 1.5)})
+    assert raw.headers["x-tiergate-model"] == LARGE
+    # a value is not a limit: a quality floor still rules out the models below it
+    floor = (p[LARGE] + max(p[SMALL], p[MID])) / 2
+    headers, _ = _ask(client, SUM, {"answer_value_usd": 1e-9, "min_quality": floor})
+    assert headers["x-tiergate-model"] == LARGE
+
+
+def test_a_value_that_is_not_positive_is_a_400(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        _ask(client, SUM, {"answer_value_usd": 0})
+    assert err.value.body["param"] == "routing.answer_value_usd"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": SUM}], max_tokens=4,
+                                       extra_headers={"x-tiergate-answer-value-usd": "lots"})
+    assert "x-tiergate-answer-value-usd must be a number" in str(err.value)
