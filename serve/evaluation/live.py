@@ -6,7 +6,8 @@
 Every request is real HTTP through the official ``openai`` client, at bounded concurrency, sent as a
 product would (:func:`~serve.evaluation.scorer.product_prompt`). Variants, each over the whole workload:
 every pool model pinned by name, a uniform random mix, the router (``model: "auto"``) at each quality
-floor, and the router with ``routing.cascade`` at each cascade floor. Each answer is scored against gold.
+floor and at each answer value (``routing.answer_value_usd``, the value rule), and the same with
+``routing.cascade``. Each answer is scored against gold.
 Per variant: accuracy, cost per 1,000 requests (the gateway's actual ``x-tiergate-cost-usd``), latency
 p50/p99 as the client saw it, the routing mix and, for routed variants, calibration (predicted
 P(acceptable) of the answering model against the scored outcome, per bin, with ECE). Beside them: the
@@ -29,6 +30,8 @@ from serve.evaluation.label import MAX_TOKENS, load_sets
 from serve.evaluation.metrics import Answer, area_under, frontier_accuracy, random_mix_frontier, summarize
 from serve.evaluation.scorer import product_prompt, score_item, scoring_kind
 
+NEAR_LARGEST = 0.98  # the headline: the cheapest routed variant with this share of always-largest's accuracy
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score a running gateway's answers against gold, per routing variant",
@@ -42,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="", help="a split file (deploy/eval/split.json): only its held-out tasks")
     p.add_argument("--floors", default="0.3,0.5,0.7", help="router quality floors (min_quality)")
     p.add_argument("--cascade-floors", default="", help="floors also run with routing.cascade true")
+    p.add_argument("--values", default="", help="answer values in USD (routing.answer_value_usd, the value rule)")
+    p.add_argument("--cascade-values", default="", help="answer values also run with routing.cascade true")
     p.add_argument("--variants", default="", help="only these variants (comma-separated names)")
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--timeout", type=float, default=300.0, help="client timeout per request, seconds")
@@ -55,7 +60,8 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
-def variants(models: list[str], floors: list[float], cascade_floors: list[float]) -> dict[str, dict[str, Any]]:
+def variants(models: list[str], floors: list[float], cascade_floors: list[float], values: list[float] = (),
+             cascade_values: list[float] = ()) -> dict[str, dict[str, Any]]:
     """name -> how to send: the ``model`` field and the ``routing`` object (None for pinned)."""
     out: dict[str, dict[str, Any]] = {f"pinned:{m}": {"model": m, "routing": None} for m in models}
     out["random"] = {"model": "random", "routing": None}
@@ -63,7 +69,16 @@ def variants(models: list[str], floors: list[float], cascade_floors: list[float]
         out[f"router@{f:g}"] = {"model": "auto", "routing": {"min_quality": f, "cascade": False}}
     for f in cascade_floors:
         out[f"cascade@{f:g}"] = {"model": "auto", "routing": {"min_quality": f, "cascade": True}}
+    for v in values:
+        out[f"value@{v:g}"] = {"model": "auto", "routing": {"answer_value_usd": v, "cascade": False}}
+    for v in cascade_values:
+        out[f"value-cascade@{v:g}"] = {"model": "auto", "routing": {"answer_value_usd": v, "cascade": True}}
     return out
+
+
+def routed(name: str) -> bool:
+    """A variant the router chose the model for (not a pinned model, not the random mix)."""
+    return not name.startswith(("pinned:", "random"))
 
 
 async def _ask(client: Any, item: dict[str, Any], model: str, routing: dict[str, Any] | None) -> Answer:
@@ -114,17 +129,19 @@ def compare(results: dict[str, dict[str, Any]], models: list[str]) -> dict[str, 
     largest = max(models, key=lambda m: fixed[m][0])
     frontier = random_mix_frontier(fixed)
     lo, hi = min(c for c, _ in fixed.values()), max(c for c, _ in fixed.values())
-    routed = {n: (r["cost_per_1k_usd"], r["accuracy"]) for n, r in results.items()
-              if n.startswith(("router@", "cascade@"))}
+    by_router = {n: (r["cost_per_1k_usd"], r["accuracy"]) for n, r in results.items() if routed(n)}
     rows = {}
-    for name, (c, a) in routed.items():
+    for name, (c, a) in by_router.items():
         mix_acc = frontier_accuracy(frontier, c)
         rows[name] = {"accuracy_vs_largest": round(a / fixed[largest][1], 4) if fixed[largest][1] else None,
                       "cost_vs_largest": round(c / fixed[largest][0], 4) if fixed[largest][0] else None,
                       "random_mix_accuracy_at_same_cost": round(mix_acc, 4),
                       "beats_random_mix": a > mix_acc}
+    near = [(r["cost_vs_largest"], n) for n, r in rows.items()
+            if r["accuracy_vs_largest"] is not None and r["accuracy_vs_largest"] >= NEAR_LARGEST]
     return {"largest": largest, "random_mix_frontier": frontier, "variants": rows,
-            "area": {"router": round(area_under(list(routed.values()) + list(fixed.values()), lo, hi), 4),
+            "cheapest_near_largest": min(near)[1] if near else None,
+            "area": {"router": round(area_under(list(by_router.values()) + list(fixed.values()), lo, hi), 4),
                      "random_mix": round(area_under(frontier, lo, hi), 4), "cost_range_per_1k": [lo, hi]}}
 
 
@@ -143,10 +160,18 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{c.get('random_mix_accuracy_at_same_cost', '')} | {lat.get('p50', '')} | {lat.get('p99', '')} | "
                      f"{r.get('ece', '')} | {', '.join(f'{k}: {v}' for k, v in r['mix'].items())} |")
     a = report["comparison"]["area"]
+    near = report["comparison"].get("cheapest_near_largest")
+    if near is not None:
+        r = cmp[near]
+        lines += ["", f"Cheapest routed variant with at least {NEAR_LARGEST:.0%} of always-largest's accuracy: **{near}**, "
+                  f"{r['accuracy_vs_largest']:.1%} of its accuracy at {r['cost_vs_largest']:.1%} of its cost "
+                  f"({'above' if r['beats_random_mix'] else 'not above'} the random mix of equal cost)."]
+    else:
+        lines += ["", f"No routed variant reached {NEAR_LARGEST:.0%} of always-largest's accuracy."]
     lines += ["", f"Area under the cost-accuracy curve over the fixed models' cost range: router {a['router']}, "
               f"random mix {a['random_mix']}.", ""]
     if report.get("ece_routed") is not None:
-        lines += [f"Live calibration over every routed answer (router and cascade variants): ECE "
+        lines += [f"Live calibration over every routed answer (every variant but the pinned and random ones): ECE "
                   f"{report['ece_routed']}.", "", "| bin | n | predicted | measured |", "|---|---|---|---|"]
         lines += [f"| {b['bin']} | {b['n']} | {b['predicted']} | {b['measured']} |" for b in report["calibration_routed"]]
         lines.append("")
@@ -169,7 +194,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fr = report["comparison"]["random_mix_frontier"]
     ax.plot([c for c, _ in fr], [a for _, a in fr], "--", color="grey", label="random mixes (frontier)")
     for name, r in report["variants"].items():
-        marker = "s" if name.startswith("pinned") else ("^" if name.startswith("cascade") else "o")
+        marker = "s" if name.startswith("pinned") else ("^" if "cascade" in name else
+                                                         "D" if name.startswith("value") else "o")
         ax.scatter(r["cost_per_1k_usd"], r["accuracy"], marker=marker)
         ax.annotate(name.replace("pinned:", ""), (r["cost_per_1k_usd"], r["accuracy"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
@@ -195,7 +221,8 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                                 timeout=args.timeout, max_retries=0)
     listed = await client.models.list()
     models = [m.id for m in listed.data if m.id != "auto"]
-    specs = variants(models, _floats(args.floors), _floats(args.cascade_floors))
+    specs = variants(models, _floats(args.floors), _floats(args.cascade_floors), _floats(getattr(args, "values", "")),
+                     _floats(getattr(args, "cascade_values", "")))
     if args.variants:
         keep = {v.strip() for v in args.variants.split(",")}
         unknown = sorted(keep - set(specs))
@@ -216,9 +243,9 @@ def rerender(report: dict[str, Any]) -> dict[str, Any]:
     """The report's figures, computed from its answers (after a run, or again from a stored eval.json)."""
     answers = {n: [Answer(**a) for a in got] for n, got in report["answers"].items()}
     results = {n: summarize(got) for n, got in answers.items()}
-    routed = summarize([a for n, got in answers.items() if not n.startswith(("pinned:", "random")) for a in got])
+    by_router = summarize([a for n, got in answers.items() if routed(n) for a in got])
     return {**report, "variants": results, "comparison": compare(results, report["models"]),
-            "calibration_routed": routed.get("calibration"), "ece_routed": routed.get("ece")}
+            "calibration_routed": by_router.get("calibration"), "ece_routed": by_router.get("ece")}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,13 +47,14 @@ def test_label_runs_a_real_model_and_scores_its_replies(tmp_path, capsys):
 @pytest.mark.e2e
 async def test_eval_scores_every_variant_through_the_gateway(gateway, tmp_path):
     args = argparse.Namespace(base_url=gateway.base_url, api_key="unused", set=[f"{SHIPPED}:1"], per_task=0,
-                              seed=0, split="", floors="0.5", cascade_floors="", variants="router@0.5,random",
-                              concurrency=2, timeout=120.0, out=str(tmp_path))
+                              seed=0, split="", floors="0.5", cascade_floors="", values="1e-9", cascade_values="",
+                              variants="router@0.5,random,value@1e-09", concurrency=2, timeout=120.0,
+                              out=str(tmp_path))
     report = rerender(await evaluate(args))
     n = report["prompts"]
     assert n == 13 and set(report["variants"]) == {
         "pinned:smollm2-135m-instruct", "pinned:qwen2.5-coder-0.5b-instruct", "pinned:qwen2.5-coder-1.5b-instruct",
-        "random", "router@0.5"}
+        "random", "router@0.5", "value@1e-09"}
     items = {it["id"]: it for it in read_labelled(SHIPPED)}
     for name, answers in report["answers"].items():
         assert len(answers) == n and all(a["ok"] for a in answers), name
@@ -66,3 +67,8 @@ async def test_eval_scores_every_variant_through_the_gateway(gateway, tmp_path):
     assert sum(report["variants"]["router@0.5"]["mix"].values()) == n
     assert report["comparison"]["largest"] == "qwen2.5-coder-1.5b-instruct"
     assert set(items) >= {a["id"] for a in routed}
+    # the value rule at a value next to nothing: every answer from the cheapest model, said so
+    valued = report["answers"]["value@1e-09"]
+    assert {a["model"] for a in valued} == {"smollm2-135m-instruct"}
+    assert {a["route_reason"] for a in valued} == {"best_value"}
+    assert set(report["comparison"]["variants"]) == {"router@0.5", "value@1e-09"}
