@@ -218,6 +218,51 @@ def normalised_area(curve: Curve, cheapest_quality: float, priciest_quality: flo
     return (curve.area() - cheapest_quality) / gap
 
 
+# ----------------------------------------------------------------------------- priced ladders
+# The live gateway's two rules on per-prompt prices: each setting (a value, a floor) is one operating
+# point (mean actual cost, mean outcome), as one variant of a live ``tiergate eval`` is; no mixing.
+def value_choices(pred: np.ndarray, predicted_cost: np.ndarray, value: float) -> np.ndarray:
+    """Per prompt, the model of highest ``value * P(acceptable) - predicted cost`` (router.value);
+    columns in ascending price, so a tie goes to the cheaper model."""
+    return np.argmax(value * pred - predicted_cost, axis=1)
+
+
+def floor_choices(pred: np.ndarray, floor: float) -> np.ndarray:
+    """Per prompt, the cheapest model predicted to reach ``floor``; none: the best predicted (best effort)."""
+    meets = pred >= floor
+    return np.where(meets.any(axis=1), np.argmax(meets, axis=1), np.argmax(pred, axis=1))
+
+
+def operating_points(choices: Sequence[np.ndarray], outcomes: np.ndarray, actual_cost: np.ndarray) -> np.ndarray:
+    """(settings, 2): each setting's mean actual cost and mean outcome over the prompts."""
+    rows = np.arange(outcomes.shape[0])
+    return np.array([[float(actual_cost[rows, c].mean()), float(outcomes[rows, c].mean())] for c in choices])
+
+
+def cost_share_reaching(points: np.ndarray, quality: float, reference_cost: float) -> float | None:
+    """The least cost, over ``reference_cost``, of an operating point reaching ``quality``; None if none does."""
+    ok = points[points[:, 1] >= quality - 1e-12]
+    if ok.size == 0 or reference_cost <= 0:
+        return None
+    return float(ok[:, 0].min() / reference_cost)
+
+
+def mix_cost_share_reaching(fixed: np.ndarray, quality: float, reference_cost: float) -> float | None:
+    """The same for random mixes of the fixed models ((models, 2) of cost, quality): the least cost on
+    their upper frontier, mixing two models at random, that reaches ``quality``."""
+    best: float | None = None
+    for c1, q1 in fixed:
+        for c2, q2 in fixed:
+            if q1 >= quality - 1e-12:
+                cand = c1
+            elif q2 > q1 and q2 >= quality - 1e-12:
+                cand = c1 + (quality - q1) / (q2 - q1) * (c2 - c1)
+            else:
+                continue
+            best = cand if best is None else min(best, cand)
+    return None if best is None or reference_cost <= 0 else float(best / reference_cost)
+
+
 # ----------------------------------------------------------------------------- cross-validation
 def task_fold_index(tasks: Sequence[str] | np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Each row's fold in ``0 .. folds - 1``; whole tasks go to one fold, dealt in a seeded shuffle.

@@ -47,7 +47,10 @@ from router.replay import (
     two_model_report,
 )
 from serve.cli.calibrate import DEFAULT_MAX_CHARS, ENCODER_KINDS, fit_profile, make_encoder, read_replay
+from serve.cli.ladder_cv import markdown as ladder_markdown
+from serve.cli.ladder_cv import run_ladder_cv
 from serve.cli.replay_cv import cross_validate, markdown_table
+from serve.config import load_pool
 from serve.quality_profile import encode_all
 
 KNN_K = 40
@@ -214,6 +217,8 @@ def run_cv(args: argparse.Namespace) -> int:
     data = read_replay(args.train)
     if args.models:
         data = data.select_models([m.strip() for m in args.models.split(",") if m.strip()])
+    if args.pool:
+        return run_priced_cv(args, data, t0)
     if len(data.models) != 2:
         raise ConfigError(f"--cv compares a weak and a strong model; the data scores {len(data.models)} "
                           f"({', '.join(data.models)}): choose two with --models WEAK,STRONG")
@@ -239,7 +244,28 @@ def run_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_priced_cv(args: argparse.Namespace, data: ReplaySet, t0: float) -> int:
+    """``--cv K --pool POOL``: the live rules on the pool's prices (serve/cli/ladder_cv.py)."""
+    pool = load_pool(args.pool)
+    encoder, spec = make_encoder(args.encoder, Path("."), args.max_chars)
+    emb = encode_all(encoder, data.prompts)
+
+    def fit_predict(tr: ReplaySet, e_tr: np.ndarray, ev: ReplaySet, e_ev: np.ndarray, seed: int) -> np.ndarray:
+        return router_predictions(tr, e_tr, ev, e_ev, seed, encoder_name=spec.name, without=args.without)
+
+    result = {"train": list(args.train), "pool": args.pool, "encoder": spec.name, "without": args.without,
+              **run_ladder_cv(args, data, emb, pool, fit_predict, _seeds(args.seeds)),
+              "seconds": round(time.perf_counter() - t0, 1)}
+    if args.markdown:
+        Path(args.markdown).write_text(ladder_markdown(result), encoding="utf-8")
+        result["markdown"] = args.markdown
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.pool is not None and args.cv is None:
+        raise ConfigError("--pool prices a leave-tasks-out cross-validation: give --cv K too")
     if args.cv is not None:
         if args.eval or args.holdout_tasks is not None or args.plot:
             raise ConfigError("--cv evaluates the training files on held-out tasks by itself: "
@@ -284,6 +310,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--without", choices=ABLATIONS, help="with --cv: train the router without this input "
                    "(embedding: prompt-form features only; form: embedding only), to measure what it adds")
     p.add_argument("--verbose", action="store_true", help="with --cv: one progress line per fold on stderr")
+    p.add_argument("--pool", metavar="POOL", help="with --cv on `tiergate label` records of this pool's models: "
+                   "the live floor and value rules at the pool's prices, cost at 98%% of always-largest's accuracy")
     p.add_argument("--encoder", choices=ENCODER_KINDS, default="static")
     p.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS)
     p.set_defaults(func=run)
