@@ -160,7 +160,9 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{result['reached'][p]} of {n_folds} |")
     lines += ["", f"The value rule cost no more than the floor rule in {result['value_at_most_floor_folds']} of "
               f"{n_folds} folds. Pooled over each seed's folds (every prompt predicted by a fold that did not "
-              "train on its task):", "", "| seed | value | floor | knn_value | random_mix | oracle cost |",
+              "train on its task); the oracle sends each prompt to its cheapest model that got it right, so its "
+              "accuracy is far above always-largest's:", "",
+              "| seed | value | floor | knn_value | random_mix | oracle cost |",
               "|---|---|---|---|---|---|"]
     for r in result["pooled"]:
         lines.append("| " + " | ".join([str(r["seed"])] + ["" if r[k] is None else f"{r[k]:.3f}" for k in
