@@ -44,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-task", type=int, default=0, help="at most N prompts per task, seeded (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models", default="", help="comma-separated subset of the pool's models")
+    p.add_argument("--ids", default="", help="a file of prompt ids, one per line: label only these prompts of the "
+                   "sets (e.g. the ids of committed records, to reproduce or extend them)")
     p.add_argument("--collect", action="store_true",
                    help="generate nothing: write the records of the prompts every model has answered so far "
                         "(from the .partial files of an interrupted or running run)")
@@ -120,6 +122,16 @@ def records(items: list[dict[str, Any]], results: dict[str, dict[str, dict[str, 
     return out
 
 
+def only_ids(items: list[dict[str, Any]], path: Path) -> list[dict[str, Any]] | None:
+    """The items whose ids ``path`` lists; None, said on stderr, when an id is in none of the sets."""
+    wanted = {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    missing = wanted - {it["id"] for it in items}
+    if missing:
+        print(f"{len(missing)} id(s) of {path} are in none of the sets, e.g. {sorted(missing)[:3]}", file=sys.stderr)
+        return None
+    return [it for it in items if it["id"] in wanted]
+
+
 def chosen_models(pool: PoolConfig, spec: str | None) -> list[ModelConfig] | None:
     """The pool's models named in ``--models`` (all without it); None, said on stderr, for an unknown name."""
     models = list(pool.models)
@@ -139,6 +151,10 @@ def run(args: argparse.Namespace) -> int:
     if models is None:
         return 2
     items = load_sets(args.set, args.per_task, args.seed, shuffle=True)
+    if args.ids:
+        items = only_ids(items, Path(args.ids))
+        if items is None:
+            return 2
     out = Path(args.out)
     print(f"labelling {len(items)} prompts with {', '.join(m.name for m in models)}", file=sys.stderr, flush=True)
 

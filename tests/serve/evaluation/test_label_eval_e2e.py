@@ -44,6 +44,20 @@ def test_label_runs_a_real_model_and_scores_its_replies(tmp_path, capsys):
     assert collected == [r for r in records if r["id"] != json.loads(lines[0])["id"]]
 
 
+def test_label_ids_labels_exactly_the_listed_prompts(tmp_path, capsys):
+    chosen = [it["id"] for it in read_labelled(SHIPPED)][3:5]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(chosen) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["label", "--pool", str(CPU_POOL), "--models", "smollm2-135m-instruct", "--set", str(SHIPPED),
+                 "--ids", str(ids), "--out", str(out)]) == 0
+    assert sorted(json.loads(line)["id"] for line in out.read_text().splitlines() if line.strip()) == sorted(chosen)
+    ids.write_text("no/such/id\n")
+    assert main(["label", "--pool", str(CPU_POOL), "--models", "smollm2-135m-instruct", "--set", str(SHIPPED),
+                 "--ids", str(ids), "--out", str(out)]) == 2
+    assert "1 id(s) of" in capsys.readouterr().err
+
+
 @pytest.mark.e2e
 async def test_eval_scores_every_variant_through_the_gateway(gateway, tmp_path):
     args = argparse.Namespace(base_url=gateway.base_url, api_key="unused", set=[f"{SHIPPED}:1"], per_task=0,
