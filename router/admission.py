@@ -86,12 +86,15 @@ def admit(order: Sequence[str], in_flight: Mapping[str, int], capacity: Mapping[
 
 def admission_order(decision: Decision) -> tuple[str, ...]:
     """Where admission may send a routed request, in the router's preference: its model, then
-    (unless pinned) the other candidates that fit the context, cheapest first; while the decision
-    meets its budgets, only the others that meet them too."""
+    (unless pinned) the other candidates that fit the context, in the decision's ``preference``
+    where the router ranked them (the value rule), else cheapest first; while the decision meets
+    its budgets, only the others that meet them too."""
     order = [decision.model]
     if decision.reason is not RouteReason.PINNED:
+        rank = {m: i for i, m in enumerate(decision.preference)}
         rest = sorted((c for c in decision.candidates if c.model != decision.model and c.fits_context
-                       and (c.feasible or not decision.budget_met)), key=lambda c: (c.cost_usd, c.model))
+                       and (c.feasible or not decision.budget_met)),
+                      key=lambda c: (rank.get(c.model, len(rank)), c.cost_usd, c.model))
         order += [c.model for c in rest]
     return tuple(order)
 

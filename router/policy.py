@@ -156,7 +156,8 @@ class Router:
                    f"({_describe_budget(req.budget)}){_describe_needs(req)}: "
                    f"{value.describe(ranked, req.budget.answer_value_usd)}{_describe_quality(req)}")
             return Decision(model=ranked[0].model, reason=RouteReason.BEST_VALUE, explanation=why,
-                            prediction=ranked[0], budget_met=True, candidates=preds)
+                            prediction=ranked[0], budget_met=True, candidates=preds,
+                            preference=tuple(p.model for p in ranked))
         if feasible:
             equal = spread.near_equal(feasible, self.near_equal or 0.0)
             if self.near_equal is None:

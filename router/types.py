@@ -174,3 +174,6 @@ class Decision:
     candidates: tuple[Prediction, ...] = ()
     escalate_to: str | None = None
     escalate_below_confidence: float | None = None
+    # the candidates in the router's order of preference, when it ranked them by more than cost (the value
+    # rule): admission tries them in this order when the chosen model has no room; empty: cheapest first
+    preference: tuple[str, ...] = ()

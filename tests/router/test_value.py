@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router import Budget, LatencyModel, LatencyPrior, ModelCard, Price, RouteReason, RouteRequest, Router, merge_budget
+from router.admission import admission_order
 from router.errors import InvalidRequestError
 from router.pacing import Pace, decide_paced, paced_budget
 from router.value import expected_value
@@ -85,3 +86,12 @@ def test_pacing_lowers_the_pool_s_default_value_and_says_so():
     own = Budget(answer_value_usd=2e-3)
     d, used = decide_paced(router(), req(merge_budget(own, defaults)), own, defaults, far, {}, QUALITY)
     assert d.model == "large" and used.budget.answer_value_usd == 2e-3
+
+
+def test_admission_tries_the_other_models_in_order_of_value():
+    # at 2e-3 the expected values rank large (1.36e-3), medium (8.9e-4), small (5.78e-4); by cost small is next
+    d = router().decide(req(Budget(answer_value_usd=2e-3)), {}, QUALITY)
+    assert d.preference == ("large", "medium", "small")
+    assert admission_order(d) == ("large", "medium", "small")
+    cheapest = router().decide(req(Budget(min_quality=0.1)), {}, QUALITY)
+    assert cheapest.preference == () and admission_order(cheapest) == ("small", "medium", "large")
