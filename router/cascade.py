@@ -71,19 +71,30 @@ def escalation_target(decision: Decision) -> str | None:
     return max(better, key=lambda p: (p.quality, -p.cost_usd, p.model)).model
 
 
-def with_cascade(decision: Decision, thresholds: Mapping[str, float]) -> Decision:
+def with_cascade(decision: Decision, thresholds: Mapping[str, CascadeThreshold]) -> Decision:
     """Mark ``decision`` for escalation when its model has a threshold and a better model exists.
 
     Pinned requests are never cascaded. The returned decision keeps its model and reason and
-    carries ``escalate_to`` / ``escalate_below_confidence`` for the ingress to act on.
+    carries ``escalate_to`` / ``escalate_below_confidence`` for the gateway to act on. When the
+    model's calibrated escalation rate is so high that trying it costs more than it saves
+    (:func:`attempt_pays`), it is marked ``escalate_first``: the target answers without the attempt.
     """
     if decision.reason is RouteReason.PINNED or decision.model not in thresholds:
         return decision
     target = escalation_target(decision)
     if target is None:
         return decision
-    return dataclasses.replace(decision, escalate_to=target,
-                               escalate_below_confidence=float(thresholds[decision.model]))
+    t = thresholds[decision.model]
+    costs = {c.model: c.cost_usd for c in decision.candidates}
+    first = not attempt_pays(costs.get(decision.model, 0.0), costs.get(target, 0.0), t.escalation_rate)
+    return dataclasses.replace(decision, escalate_to=target, escalate_below_confidence=float(t.threshold),
+                               escalate_first=first)
+
+
+def attempt_pays(cheap_cost: float, target_cost: float, escalation_rate: float) -> bool:
+    """Whether trying the cheap model first costs less, in expectation, than going to the target:
+    ``cheap + rate * target < target``, i.e. the rate is below ``1 - cheap / target``."""
+    return cheap_cost + escalation_rate * target_cost < target_cost
 
 
 def escalated(decision: Decision, confidence: float | None, *, failed: bool = False) -> Decision:
@@ -93,7 +104,10 @@ def escalated(decision: Decision, confidence: float | None, *, failed: bool = Fa
     if target is None or threshold is None:
         raise ValueError(f"decision for {decision.model} has no escalation target")
     pred = next((c for c in decision.candidates if c.model == target), decision.prediction)
-    if failed:
+    if decision.escalate_first:
+        why = (f"escalated without trying {decision.model}: its calibrated threshold escalates so many of its "
+               f"answers that trying it first would cost more than it saves")
+    elif failed:
         why = f"escalated: {decision.model} failed"
     elif confidence is None:
         why = f"escalated: {decision.model} answered no tokens"

@@ -174,6 +174,9 @@ class Decision:
     candidates: tuple[Prediction, ...] = ()
     escalate_to: str | None = None
     escalate_below_confidence: float | None = None
+    # the cheap model escalates so many of its calibrated answers that its attempt costs more than it
+    # saves: the cascade goes to ``escalate_to`` without trying it
+    escalate_first: bool = False
     # the candidates in the router's order of preference, when it ranked them by more than cost (the value
     # rule): admission tries them in this order when the chosen model has no room; empty: cheapest first
     preference: tuple[str, ...] = ()

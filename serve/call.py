@@ -58,3 +58,8 @@ class Call:
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """The answer's mean token log-probability (the cascade's confidence), None without logprobs."""
+        return self.logprob_sum / self.logprob_n if self.logprob_n else None

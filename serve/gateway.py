@@ -40,7 +40,7 @@ from router.errors import (
 )
 from router.outcome import BudgetOutcome, judge_budget
 from router.pacing import Pace, decide_paced
-from router.quality import QualityPredictor
+from router.quality import CascadeThreshold, QualityPredictor
 from serve.api.generation import generation_request
 from serve.api.requests import budget_from, estimate_tokens, quality_class, route_class, routing_text
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest
@@ -62,8 +62,8 @@ __all__ = ["Call", "Gateway", "RecordSink"]
 
 class Gateway:
     def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
-                 sink: RecordSink, *, clock: Callable[[], float] = time.perf_counter,
-                 cascade_thresholds: Mapping[str, float] | None = None, store: StateStore | None = None) -> None:
+                 sink: RecordSink, *, clock: Callable[[], float] = time.perf_counter, store: StateStore | None = None,
+                 cascade_thresholds: Mapping[str, CascadeThreshold] | None = None) -> None:
         if missing := sorted(set(m.name for m in pool.models) - set(clients)):
             raise ValueError(f"no client for model(s) {', '.join(missing)}")
         self.pool = pool
@@ -90,7 +90,7 @@ class Gateway:
             m.recorder.path and (m.recorder.include_embedding or m.recorder.include_prompt_text))
         self._max_price = max(pool.models, key=lambda m: m.price.output_per_mtok + m.price.input_per_mtok)
 
-    def use_quality(self, quality: QualityPredictor, cascade_thresholds: Mapping[str, float]) -> None:
+    def use_quality(self, quality: QualityPredictor, cascade_thresholds: Mapping[str, CascadeThreshold]) -> None:
         """Route the next requests on a new quality predictor (a reloaded profile)."""
         self.quality, self._quality_batcher = quality, QualityBatcher(quality)
         self.cascade_thresholds = dict(cascade_thresholds)
@@ -219,6 +219,12 @@ class Gateway:
         cheap, target = call.model, call.decision.escalate_to
         threshold = call.decision.escalate_below_confidence
         assert target is not None and threshold is not None
+        if call.decision.escalate_first:  # trying the cheap model would cost more than it saves
+            if call.reserved:
+                call.reserved = False
+                self.slots.free(cheap, call.request_id)
+            call.cascade_from, call.decision = cheap, escalated(call.decision, None)
+            return None
         wanted = call.generation
         call.generation = replace(wanted, sampling=replace(wanted.sampling, logprobs=True))
         try:
@@ -231,7 +237,7 @@ class Gateway:
         finally:
             call.generation = wanted
         if chunks:
-            call.cascade_confidence = self.mean_logprob(call)
+            call.cascade_confidence = call.mean_logprob
             if not should_escalate(call.cascade_confidence, threshold):
                 return [chunk if wanted.sampling.logprobs else replace(chunk, logprobs=()) for chunk in chunks]
             call.cascade_from = cheap
@@ -353,15 +359,9 @@ class Gateway:
         card = self.router.card(call.model)
         return card.price.cost(call.prompt_tokens, call.completion_tokens) + call.cascade_cost_usd
 
-    def mean_logprob(self, call: Call) -> float | None:
-        return call.logprob_sum / call.logprob_n if call.logprob_n else None
-
     def budget_outcome(self, call: Call) -> BudgetOutcome:
         e2e_ms = None if call.e2e_s is None else call.e2e_s * 1000
         return judge_budget(call.budget, call.decision.prediction, e2e_ms, self.cost(call))
-
-    def budget_met(self, call: Call) -> bool:
-        return self.budget_outcome(call).met
 
     def record(self, call: Call) -> RequestRecord:
         outcome = self.budget_outcome(call) if call.status == 200 else BudgetOutcome()
@@ -378,7 +378,7 @@ class Gateway:
             predicted_latency_ms=call.decision.prediction.latency_ms,
             budget_latency_met=outcome.latency, budget_quality_met=outcome.quality,
             budget_cost_met=outcome.cost, finish_reason=call.finish_reason,
-            mean_logprob=self.mean_logprob(call),
+            mean_logprob=call.mean_logprob,
             **output_checks(call.generation, call.text, call.tool_calls, answered=call.status == 200),
             decision_s=call.decision_s, key_name=call.key_name, failovers=tuple(call.failovers),
             prompt_text=call.route_request.prompt if self._send_text and call.route_request else None,

@@ -18,7 +18,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router.errors import ConfigError, TiergateError
-from router.quality import PriorQuality, QualityPredictor
+from router.quality import CascadeThreshold, PriorQuality, QualityPredictor
 from serve.api import responses as R
 from serve.api.body import read_json
 from serve.api.errors import HttpError, from_exception
@@ -89,7 +89,7 @@ class IngressCore:
 
     def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
                  telemetry: Any = None, authenticator: Authenticator | None = None,
-                 cascade_thresholds: Mapping[str, float] | None = None, tracer: GatewayTracer | None = None,
+                 cascade_thresholds: Mapping[str, CascadeThreshold] | None = None, tracer: GatewayTracer | None = None,
                  store: StateStore | None = None) -> None:
         self.pool = pool
         self.telemetry = telemetry
@@ -318,7 +318,7 @@ class IngressCore:
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-def load_quality(pool: PoolConfig) -> tuple[QualityPredictor, dict[str, float]]:
+def load_quality(pool: PoolConfig) -> tuple[QualityPredictor, dict[str, CascadeThreshold]]:
     """The pool's quality predictor and cascade thresholds: its calibrated profile, or the priors."""
     if pool.quality_profile:
         from serve.quality_profile import load_quality as load_profile

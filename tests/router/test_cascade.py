@@ -6,7 +6,9 @@ import pytest
 
 from router.cascade import (
     ALWAYS_ESCALATE,
+    attempt_pays,
     calibrate_threshold,
+    escalated,
     escalation_target,
     mean_logprob,
     should_escalate,
@@ -14,6 +16,7 @@ from router.cascade import (
 )
 from router.latency import LatencyModel
 from router.policy import Router
+from router.quality import CascadeThreshold
 from router.types import Budget, LatencyPrior, ModelCard, Price, RouteReason, RouteRequest
 
 
@@ -69,6 +72,11 @@ def _router() -> Router:
     return Router(cards, LatencyModel(cards))
 
 
+def _t(model: str, threshold: float, escalation_rate: float = 0.3) -> CascadeThreshold:
+    return CascadeThreshold(model=model, threshold=threshold, target_quality=0.8, kept_quality=0.8,
+                            escalation_rate=escalation_rate, n=100)
+
+
 def _request(**kw) -> RouteRequest:
     return RouteRequest(prompt="What is 2 + 2?", prompt_tokens=10, max_tokens=8, **kw)
 
@@ -78,7 +86,7 @@ def test_with_cascade_marks_the_cheap_choice_for_escalation():
     decision = router.decide(_request(budget=Budget(min_quality=0.2)), {}, {"small": 0.4, "large": 0.7})
     assert decision.model == "small"
     assert escalation_target(decision) == "large"
-    planned = with_cascade(decision, {"small": -0.8})
+    planned = with_cascade(decision, {"small": _t("small", -0.8)})
     assert planned.model == "small" and planned.reason == decision.reason
     assert planned.escalate_to == "large" and planned.escalate_below_confidence == -0.8
 
@@ -87,9 +95,25 @@ def test_no_cascade_without_a_threshold_a_better_model_or_when_pinned():
     router = _router()
     quality = {"small": 0.4, "large": 0.7}
     cheap = router.decide(_request(budget=Budget(min_quality=0.2)), {}, quality)
-    assert with_cascade(cheap, {"large": -0.8}).escalate_to is None
+    assert with_cascade(cheap, {"large": _t("large", -0.8)}).escalate_to is None
     best = router.decide(_request(budget=Budget(min_quality=0.6)), {}, quality)
-    assert best.model == "large" and with_cascade(best, {"large": -0.8}).escalate_to is None
+    assert best.model == "large" and with_cascade(best, {"large": _t("large", -0.8)}).escalate_to is None
     pinned = router.decide(_request(pinned_model="small"), {}, quality)
     assert pinned.reason is RouteReason.PINNED
-    assert with_cascade(pinned, {"small": -0.8}).escalate_to is None
+    assert with_cascade(pinned, {"small": _t("small", -0.8)}).escalate_to is None
+
+
+def test_a_cheap_model_that_escalates_too_often_is_not_tried():
+    router = _router()
+    decision = router.decide(_request(budget=Budget(min_quality=0.2)), {}, {"small": 0.4, "large": 0.7})
+    costs = {c.model: c.cost_usd for c in decision.candidates}
+    breakeven = 1 - costs["small"] / costs["large"]  # the rate at which the attempt costs what it saves
+    assert 0 < breakeven < 1
+    kept = with_cascade(decision, {"small": _t("small", -0.8, escalation_rate=breakeven - 0.01)})
+    assert kept.escalate_to == "large" and not kept.escalate_first
+    doomed = with_cascade(decision, {"small": _t("small", -0.8, escalation_rate=breakeven + 0.01)})
+    assert doomed.escalate_to == "large" and doomed.escalate_first and doomed.model == "small"
+    up = escalated(doomed, None)
+    assert up.model == "large" and up.reason is RouteReason.CASCADE
+    assert "escalated without trying small" in up.explanation
+    assert attempt_pays(1.0, 10.0, 0.89) and not attempt_pays(1.0, 10.0, 0.9)

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 
-from router.quality import PriorQuality
+from router.quality import CascadeThreshold, PriorQuality
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest
 from serve.auth import Authenticator
 from serve.clients import EngineClient
@@ -16,6 +16,13 @@ from serve.config import parse_pool
 from serve.engines.fake import FakeArgs, FakeEngine
 from serve.ingress import IngressCore
 from serve.telemetry.tracing import GatewayTracer
+
+
+def threshold(model: str, confidence: float, escalation_rate: float = 1 / 3) -> CascadeThreshold:
+    """A calibrated cascade threshold: escalate ``model``'s answers below ``confidence``, a share
+    ``escalation_rate`` of them in calibration."""
+    return CascadeThreshold(model=model, threshold=confidence, target_quality=0.8, kept_quality=0.8,
+                            escalation_rate=escalation_rate, n=100)
 
 
 def fake_pool(models: dict[str, tuple[float, float, dict]], **extra: Any):
@@ -30,6 +37,7 @@ def fake_pool(models: dict[str, tuple[float, float, dict]], **extra: Any):
 async def ingress(models: dict[str, tuple[float, float, dict]], *, tracer: GatewayTracer | None = None,
                   telemetry: Any = None, authenticator: Authenticator | None = None,
                   cascade_thresholds: dict[str, float] | None = None, **pool_extra: Any) -> IngressCore:
+    """``cascade_thresholds``: each cheap model's confidence threshold (escalating a third of its answers)."""
     pool = fake_pool(models, **pool_extra)
     clients = {}
     for m in pool.models:
@@ -37,7 +45,8 @@ async def ingress(models: dict[str, tuple[float, float, dict]], *, tracer: Gatew
         await engine.start()
         clients[m.name] = EngineClient(engine)
     return IngressCore(pool, clients, PriorQuality({m.name: m.prior_quality for m in pool.models}), telemetry,
-                       authenticator=authenticator or Authenticator(None), cascade_thresholds=cascade_thresholds,
+                       authenticator=authenticator or Authenticator(None),
+                       cascade_thresholds={m: threshold(m, t) for m, t in (cascade_thresholds or {}).items()},
                        tracer=tracer or GatewayTracer(None))
 
 

@@ -15,6 +15,7 @@ from serve.config import parse_pool
 from serve.engines.fake import FakeArgs, FakeEngine
 from serve.api.requests import budget_from
 from serve.gateway import Gateway
+from tests.serve.ingress_app import threshold
 
 
 def pool(timeout=30.0, overrun_ms=None, slots=None, **fake):
@@ -178,7 +179,7 @@ def test_budget_precedence_body_over_headers():
         budget_from(None, {"x-tiergate-max-cost-usd": "-1"})
 
 
-async def _cascade_gateway(cheap_logprob: float):
+async def _cascade_gateway(cheap_logprob: float, escalation_rate: float = 1 / 3):
     p = pool()
     records = []
     clients = {}
@@ -188,12 +189,12 @@ async def _cascade_gateway(cheap_logprob: float):
         await engine.start()
         clients[m.name] = EngineClient(engine)
     gw = Gateway(p, clients, PriorQuality({"cheap": 0.3, "dear": 0.8}), records.append,
-                 cascade_thresholds={"cheap": -1.0})
-    return gw, records
+                 cascade_thresholds={"cheap": threshold("cheap", -1.0, escalation_rate)})
+    return gw, records, clients
 
 
 async def test_cascade_escalates_unconfident_answers_and_charges_both():
-    gw, records = await _cascade_gateway(cheap_logprob=-3.0)
+    gw, records, _ = await _cascade_gateway(cheap_logprob=-3.0)
     call = await gw.route("chat", chat(routing={"cascade": True}), {})
     assert call.cascade and call.decision.escalate_to == "dear"
     text = "".join(c.text for c in [c async for c in gw.run(call)])
@@ -205,8 +206,24 @@ async def test_cascade_escalates_unconfident_answers_and_charges_both():
     assert records[0].cost_usd == gw.cost(call)
 
 
+async def test_a_cascade_whose_cheap_model_escalates_too_often_goes_straight_up():
+    # 'cheap' costs a tenth of 'dear': an attempt that is escalated 95% of the time costs more than it saves
+    gw, records, clients = await _cascade_gateway(cheap_logprob=-0.2, escalation_rate=0.95)
+    asked = []
+    cheap_stream = clients["cheap"].stream
+    clients["cheap"].stream = lambda request: (asked.append(request), cheap_stream(request))[1]
+    call = await gw.route("chat", chat(routing={"cascade": True}), {})
+    assert call.decision.escalate_first and gw.in_flight["cheap"] == 1  # admission leased the cheap slot
+    text = "".join(c.text for c in [c async for c in gw.run(call)])
+    assert text == "answer from dear" and call.model == "dear" and call.cascade_from == "cheap"
+    assert "escalated without trying cheap" in call.decision.explanation
+    assert asked == []  # never asked, though it would have been confident
+    assert gw.cost(call) == gw.router.card("dear").price.cost(call.prompt_tokens, call.completion_tokens)
+    assert gw.in_flight == {"cheap": 0, "dear": 0} and records[0].model == "dear"
+
+
 async def test_cascade_keeps_confident_answers_without_logprobs_leaking():
-    gw, _ = await _cascade_gateway(cheap_logprob=-0.2)
+    gw, _, _ = await _cascade_gateway(cheap_logprob=-0.2)
     call = await gw.route("chat", chat(routing={"cascade": True}), {})
     chunks = [c async for c in gw.run(call)]
     assert "".join(c.text for c in chunks) == "answer from cheap" and call.model == "cheap"
@@ -261,7 +278,7 @@ async def _gateway(models: dict[str, tuple[float, float, dict]], **pool_extra):
         await engine.start()
         clients[m.name] = EngineClient(engine)
     gw = Gateway(p, clients, PriorQuality({m.name: m.prior_quality for m in p.models}), records.append,
-                 cascade_thresholds={"cheap": -1.0})
+                 cascade_thresholds={"cheap": threshold("cheap", -1.0)})
     return gw, records
 
 
