@@ -29,6 +29,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from router.errors import ConfigError
 from router.quality.dataset import ReplaySet, holdout_tasks
 from router.quality.features import feature_matrix
 from router.quality.knn import knn_quality
+from router.quality.profile import EncoderSpec
 from router.quality.train import fit_quality
 from router.replay import (
     cost_quality_curve,
@@ -49,7 +51,7 @@ from router.replay import (
 from serve.cli.calibrate import DEFAULT_MAX_CHARS, ENCODER_KINDS, fit_profile, make_encoder, read_replay
 from serve.cli.ladder_cv import markdown as ladder_markdown
 from serve.cli.ladder_cv import run_ladder_cv
-from serve.cli.replay_cv import cross_validate, markdown_table
+from serve.cli.replay_cv import FitPredict, cross_validate, markdown_table
 from serve.config import load_pool
 from serve.quality_profile import encode_all
 
@@ -224,12 +226,7 @@ def run_cv(args: argparse.Namespace) -> int:
                           f"({', '.join(data.models)}): choose two with --models WEAK,STRONG")
     c = _costs(data, args.cost or [])
     weak, strong = (int(i) for i in np.argsort(c, kind="stable"))
-    encoder, spec = make_encoder(args.encoder, Path("."), args.max_chars)
-    emb = encode_all(encoder, data.prompts)
-
-    def fit_predict(tr: ReplaySet, e_tr: np.ndarray, ev: ReplaySet, e_ev: np.ndarray, seed: int) -> np.ndarray:
-        return router_predictions(tr, e_tr, ev, e_ev, seed, encoder_name=spec.name, without=args.without)
-
+    spec, emb, fit_predict = _predictor(args, data)
     log = (lambda msg: print(f"tiergate replay: {msg}", file=sys.stderr, flush=True)) if args.verbose else None
     cv = cross_validate(data, emb, fit_predict, folds=args.cv, seeds=_seeds(args.seeds), weak=weak,
                         strong=strong, progress=log)
@@ -237,27 +234,33 @@ def run_cv(args: argparse.Namespace) -> int:
               "strong": data.models[strong], "encoder": spec.name, "without": args.without,
               "n_prompts": len(data), **cv,
               "seconds": round(time.perf_counter() - t0, 1)}
-    if args.markdown:
-        Path(args.markdown).write_text(markdown_table(result), encoding="utf-8")
-        result["markdown"] = args.markdown
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
-    return 0
+    return _emit(args, result, markdown_table)
 
 
 def run_priced_cv(args: argparse.Namespace, data: ReplaySet, t0: float) -> int:
     """``--cv K --pool POOL``: the live rules on the pool's prices (serve/cli/ladder_cv.py)."""
     pool = load_pool(args.pool)
+    spec, emb, fit_predict = _predictor(args, data)
+    result = {"train": list(args.train), "pool": args.pool, "encoder": spec.name, "without": args.without,
+              **run_ladder_cv(args, data, emb, pool, fit_predict, _seeds(args.seeds)),
+              "seconds": round(time.perf_counter() - t0, 1)}
+    return _emit(args, result, ladder_markdown)
+
+
+def _predictor(args: argparse.Namespace, data: ReplaySet) -> tuple[EncoderSpec, np.ndarray, FitPredict]:
+    """The encoder, the prompts' embeddings and the fit-then-predict step `tiergate calibrate` would take."""
     encoder, spec = make_encoder(args.encoder, Path("."), args.max_chars)
     emb = encode_all(encoder, data.prompts)
 
     def fit_predict(tr: ReplaySet, e_tr: np.ndarray, ev: ReplaySet, e_ev: np.ndarray, seed: int) -> np.ndarray:
         return router_predictions(tr, e_tr, ev, e_ev, seed, encoder_name=spec.name, without=args.without)
 
-    result = {"train": list(args.train), "pool": args.pool, "encoder": spec.name, "without": args.without,
-              **run_ladder_cv(args, data, emb, pool, fit_predict, _seeds(args.seeds)),
-              "seconds": round(time.perf_counter() - t0, 1)}
+    return spec, emb, fit_predict
+
+
+def _emit(args: argparse.Namespace, result: dict[str, object], markdown: Callable[[dict], str]) -> int:
     if args.markdown:
-        Path(args.markdown).write_text(ladder_markdown(result), encoding="utf-8")
+        Path(args.markdown).write_text(markdown(result), encoding="utf-8")
         result["markdown"] = args.markdown
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
