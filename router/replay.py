@@ -144,14 +144,16 @@ def utility_choices(pred: np.ndarray, costs: np.ndarray, price_of_quality: float
     ``price_of_quality`` is what one unit of quality is worth in cost units: 0 picks the
     cheapest model, infinity the best predicted one. With two models this routes to the
     strong model exactly when its predicted gain P_strong - P_weak exceeds the cost gap over
-    ``price_of_quality``, i.e. it ranks prompts by predicted gain.
+    ``price_of_quality``, i.e. it ranks prompts by predicted gain. ``costs`` is one cost per
+    model, or one per prompt and model (the live value rule, ``router.value``, on each request's
+    predicted cost, with ``price_of_quality`` the answer's value).
     """
     if price_of_quality <= 0:
         return np.zeros(pred.shape[0], dtype=int)
     if np.isinf(price_of_quality):
         utility = pred
     else:
-        utility = pred - costs[None, :] / price_of_quality
+        utility = pred - np.broadcast_to(costs, pred.shape) / price_of_quality
     return np.argmax(utility, axis=1)  # first maximum = cheapest, columns sorted by cost
 
 
@@ -221,12 +223,7 @@ def normalised_area(curve: Curve, cheapest_quality: float, priciest_quality: flo
 # ----------------------------------------------------------------------------- priced ladders
 # The live gateway's two rules on per-prompt prices: each setting (a value, a floor) is one operating
 # point (mean actual cost, mean outcome), as one variant of a live ``tiergate eval`` is; no mixing.
-def value_choices(pred: np.ndarray, predicted_cost: np.ndarray, value: float) -> np.ndarray:
-    """Per prompt, the model of highest ``value * P(acceptable) - predicted cost`` (router.value);
-    columns in ascending price, so a tie goes to the cheaper model."""
-    return np.argmax(value * pred - predicted_cost, axis=1)
-
-
+# The value rule is :func:`utility_choices` on per-prompt predicted costs.
 def floor_choices(pred: np.ndarray, floor: float) -> np.ndarray:
     """Per prompt, the cheapest model predicted to reach ``floor``; none: the best predicted (best effort)."""
     meets = pred >= floor
@@ -245,22 +242,6 @@ def cost_share_reaching(points: np.ndarray, quality: float, reference_cost: floa
     if ok.size == 0 or reference_cost <= 0:
         return None
     return float(ok[:, 0].min() / reference_cost)
-
-
-def mix_cost_share_reaching(fixed: np.ndarray, quality: float, reference_cost: float) -> float | None:
-    """The same for random mixes of the fixed models ((models, 2) of cost, quality): the least cost on
-    their upper frontier, mixing two models at random, that reaches ``quality``."""
-    best: float | None = None
-    for c1, q1 in fixed:
-        for c2, q2 in fixed:
-            if q1 >= quality - 1e-12:
-                cand = c1
-            elif q2 > q1 and q2 >= quality - 1e-12:
-                cand = c1 + (quality - q1) / (q2 - q1) * (c2 - c1)
-            else:
-                continue
-            best = cand if best is None else min(best, cand)
-    return None if best is None or reference_cost <= 0 else float(best / reference_cost)
 
 
 # ----------------------------------------------------------------------------- cross-validation

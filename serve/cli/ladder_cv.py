@@ -38,15 +38,15 @@ from router.quality.knn import knn_quality
 from router.replay import (
     cost_share_reaching,
     floor_choices,
-    mix_cost_share_reaching,
     operating_points,
     spread,
     task_fold_index,
-    value_choices,
+    utility_choices,
 )
 from serve.api.requests import estimate_tokens
 from serve.config import PoolConfig
 from serve.evaluation.label import MAX_TOKENS
+from serve.evaluation.metrics import frontier_cost, random_mix_frontier
 from serve.evaluation.scorer import product_prompt, scoring_kind
 
 NEAR = 0.98  # the share of always-largest's accuracy a rule must keep
@@ -87,21 +87,22 @@ def _points(pred: np.ndarray, predicted: np.ndarray, values: np.ndarray, y: np.n
             rule: str) -> np.ndarray:
     if rule == "floor":
         return operating_points([floor_choices(pred, f) for f in FLOORS], y, actual)
-    return operating_points([value_choices(pred, predicted, v) for v in values], y, actual)
+    return operating_points([utility_choices(pred, predicted, v) for v in values], y, actual)
 
 
 def headline(pred: np.ndarray, knn: np.ndarray, y: np.ndarray, actual: np.ndarray, predicted: np.ndarray,
              values: np.ndarray) -> dict[str, float | None]:
     """Each policy's least cost (share of always-largest's) reaching NEAR of its accuracy on these prompts."""
     target, ref = NEAR * float(y[:, -1].mean()), float(actual[:, -1].mean())
-    fixed = np.array([[float(actual[:, j].mean()), float(y[:, j].mean())] for j in range(y.shape[1])])
+    fixed = {str(j): (float(actual[:, j].mean()), float(y[:, j].mean())) for j in range(y.shape[1])}
+    mix = frontier_cost(random_mix_frontier(fixed), target)
     oracle = np.where(y.any(axis=1), np.argmax(y > 0, axis=1), 0)
     rows = np.arange(y.shape[0])
     return {
         "value": cost_share_reaching(_points(pred, predicted, values, y, actual, "value"), target, ref),
         "floor": cost_share_reaching(_points(pred, predicted, values, y, actual, "floor"), target, ref),
         "knn_value": cost_share_reaching(_points(knn, predicted, values, y, actual, "value"), target, ref),
-        "random_mix": mix_cost_share_reaching(fixed, target, ref),
+        "random_mix": None if mix is None or ref <= 0 else mix / ref,
         "oracle_cost": round(float(actual[rows, oracle].mean() / ref), 6) if ref > 0 else None,
         "oracle_accuracy_vs_largest": (round(float(y[rows, oracle].mean() / y[:, -1].mean()), 6)
                                        if y[:, -1].mean() > 0 else None),

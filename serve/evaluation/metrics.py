@@ -107,6 +107,18 @@ def frontier_accuracy(frontier: Sequence[tuple[float, float]], cost: float) -> f
     return best
 
 
+def frontier_cost(frontier: Sequence[tuple[float, float]], accuracy: float) -> float | None:
+    """Least cost at which a random mix reaches ``accuracy`` (the inverse of :func:`frontier_accuracy`),
+    None when no mix does."""
+    for i, (c2, a2) in enumerate(frontier):
+        if a2 >= accuracy - 1e-12:
+            if i == 0:
+                return c2
+            c1, a1 = frontier[i - 1]
+            return c1 + (accuracy - a1) / (a2 - a1) * (c2 - c1)
+    return None
+
+
 def area_under(points: Sequence[tuple[float, float]], lo: float, hi: float) -> float:
     """Normalised area under a monotone accuracy-vs-cost step curve over [lo, hi] (best accuracy at
     or below each cost), so 1.0 would be perfect accuracy at the lowest cost."""

@@ -135,20 +135,21 @@ def test_spread_by_hand():
 
 # ----------------------------------------------------------------------------- priced ladders
 def test_value_and_floor_choices_by_hand():
-    from router.replay import floor_choices, value_choices
+    from router.replay import floor_choices
 
     pred = np.array([[0.2, 0.5, 0.9], [0.8, 0.8, 0.9], [0.1, 0.2, 0.3]])
     cost = np.array([[1.0, 2.0, 10.0]] * 3)
+    # the value rule is utility_choices on per-prompt costs, the value as the price of quality
     # value 10: EVs row 0 = 1, 3, -1 -> the middle; row 1 = 7, 6, -1 -> the cheapest; row 2 = 0, 0, -7 -> tie: cheaper
-    assert value_choices(pred, cost, 10.0).tolist() == [1, 0, 0]
-    assert value_choices(pred, cost, 1e6).tolist() == [2, 2, 2]  # worth a fortune: the best predicted
-    assert value_choices(pred, cost, 1e-9).tolist() == [0, 0, 0]
+    assert utility_choices(pred, cost, 10.0).tolist() == [1, 0, 0]
+    assert utility_choices(pred, cost, 1e6).tolist() == [2, 2, 2]  # worth a fortune: the best predicted
+    assert utility_choices(pred, cost, 1e-9).tolist() == [0, 0, 0]
     # floor 0.5: the cheapest reaching it; none reaches it on row 2: the best predicted (best effort)
     assert floor_choices(pred, 0.5).tolist() == [1, 0, 2]
 
 
 def test_operating_points_and_the_least_cost_reaching_a_quality():
-    from router.replay import cost_share_reaching, mix_cost_share_reaching, operating_points
+    from router.replay import cost_share_reaching, operating_points
 
     y = np.array([[0, 1, 1], [1, 1, 1], [0, 0, 1], [0, 0, 0]], dtype=float)
     cost = np.array([[1.0, 2.0, 4.0]] * 4)
@@ -156,9 +157,3 @@ def test_operating_points_and_the_least_cost_reaching_a_quality():
     assert pts.tolist() == [[1.0, 0.25], [2.0, 0.75], [4.0, 0.75]]
     assert cost_share_reaching(pts, 0.75, 4.0) == pytest.approx(0.5)  # the routed point, at half the cost
     assert cost_share_reaching(pts, 0.8, 4.0) is None
-    # random mixes of the fixed models (cost, accuracy): 1/0.25, 2/0.5, 4/0.75; 0.6 is 2/5 of the way from
-    # the middle to the largest (cost 2.8) or 0.35/0.5 of the way from the cheapest (cost 3.1): the least
-    fixed = np.array([[1.0, 0.25], [2.0, 0.5], [4.0, 0.75]])
-    assert mix_cost_share_reaching(fixed, 0.6, 4.0) == pytest.approx(2.8 / 4.0)
-    assert mix_cost_share_reaching(fixed, 0.5, 4.0) == pytest.approx(0.5)
-    assert mix_cost_share_reaching(fixed, 0.9, 4.0) is None

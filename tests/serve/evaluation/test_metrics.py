@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from serve.evaluation.metrics import Answer, area_under, ece, frontier_accuracy, random_mix_frontier, summarize
+from serve.evaluation.metrics import (
+    Answer,
+    area_under,
+    ece,
+    frontier_accuracy,
+    frontier_cost,
+    random_mix_frontier,
+    summarize,
+)
 
 
 def test_ece_is_the_weighted_gap_per_bin():
@@ -42,3 +50,13 @@ def test_summarize_counts_unanswered_as_wrong():
     assert s["cost_per_1k_usd"] == pytest.approx(1000 * 0.004 / 3, rel=1e-3)
     assert s["mix"] == {"m1": 1, "m2": 1} and s["answered"] == 2 and s["cascade"] == {"kept": 1}
     assert s["ece"] == pytest.approx(0.15)  # (|0.9-1| + |0.2-0|) / 2
+
+
+def test_frontier_cost_is_the_least_cost_of_a_mix_reaching_an_accuracy():
+    # fixed models (cost, accuracy): 1/0.25, 2/0.5, 4/0.75; 0.6 is 2/5 of the way from the middle to the
+    # largest (cost 2.8) or 0.35/0.5 of the way from the cheapest (cost 3.1): the least
+    frontier = random_mix_frontier({"a": (1.0, 0.25), "b": (2.0, 0.5), "c": (4.0, 0.75)})
+    assert frontier_cost(frontier, 0.6) == pytest.approx(2.8)
+    assert frontier_cost(frontier, 0.5) == pytest.approx(2.0)
+    assert frontier_cost(frontier, 0.9) is None
+    assert frontier_accuracy(frontier, frontier_cost(frontier, 0.6)) == pytest.approx(0.6)  # its inverse
