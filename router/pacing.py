@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from router import spread
 from router.policy import Router, merge_budget
 from router.types import Budget, Decision, ModelLoad, Prediction, RouteReason, RouteRequest
 from router.value import by_value
@@ -147,4 +148,4 @@ def _unpaced_choice(candidates: Iterable[Prediction], budget: Budget) -> Predict
         return None
     if budget.answer_value_usd is not None:
         return by_value(fits, budget.answer_value_usd)[0]
-    return min(fits, key=lambda c: (c.cost_usd, -c.quality, c.latency_ms, c.model))
+    return spread.near_equal(fits, 0.0)[0]  # the cheapest, ranked as the router ranks them
