@@ -1,6 +1,6 @@
 """``tiergate calibrate``: learn a quality profile from replay files.
 
-    tiergate calibrate --train FILE [--train FILE ...] --out PROFILE [--encoder static]
+    tiergate calibrate --train FILE [--train FILE ...] [--split SPLIT] --out PROFILE [--encoder static]
     tiergate calibrate --refresh PROFILE --live OUTCOMES [--live ...] --out PROFILE   (see serve/cli/refresh.py)
 
 Fits the per-model quality heads (router.quality.train), the cascade thresholds of every
@@ -26,6 +26,7 @@ from router.quality.encoders import Encoder
 from router.quality.features import feature_matrix
 from router.quality.profile import CascadeThreshold, EncoderSpec, QualityProfile
 from router.quality.train import fit_quality
+from serve.evaluation.labelled import heldout_tasks
 from serve.quality_profile import (
     SHIPPED_ENCODER,
     build_encoder,
@@ -74,6 +75,18 @@ def make_encoder(kind: str, out_dir: Path, max_chars: int | None) -> tuple[Encod
     return build_encoder(spec, out_dir, check=False), spec
 
 
+def calibration_part(train: ReplaySet, split: str) -> ReplaySet:
+    """The prompts of ``train`` whose task the split file does not hold out; says on stderr what it dropped."""
+    held = heldout_tasks(split)
+    keep = np.array([t not in held for t in train.tasks], dtype=bool)
+    if not keep.any():
+        raise ConfigError(f"every prompt of the training files is in a held-out task of {split}")
+    dropped = sorted({str(t) for t in train.tasks[~keep]})
+    print(f"calibrating on {int(keep.sum())} of {len(train)} prompts; held out by {split}: "
+          f"{int((~keep).sum())} prompts of {len(dropped)} tasks", file=sys.stderr)
+    return train.subset(keep)
+
+
 FOLDS = {"auto": None, "task": True, "prompt": False}
 
 
@@ -106,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("calibrate needs --train FILE (or --refresh PROFILE --live FILE)")
     t0 = time.perf_counter()
     train = read_replay(args.train)
+    if args.split:
+        train = calibration_part(train, args.split)
     out = Path(args.out)
     encoder, spec = make_encoder(args.encoder, out.parent, args.max_chars)
     profile = fit_profile(train, encoder, spec, cascade_target=args.cascade_target, sources=args.train,
@@ -130,6 +145,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-outcomes", type=int, default=30, help="--refresh: a model needs this many outcomes")
     p.add_argument("--prior-strength", type=float, default=10.0,
                    help="--refresh: how many outcomes' worth of weight the old calibration keeps")
+    p.add_argument("--split", default="", metavar="FILE",
+                   help="a split file (deploy/eval/split.json): leave out the prompts of its held-out tasks")
     p.add_argument("--out", required=True, metavar="PROFILE", help="where to write the profile (JSON)")
     p.add_argument("--encoder", choices=ENCODER_KINDS, default="static",
                    help="static: shipped distilled MiniLM table (fast, default); "

@@ -61,3 +61,17 @@ def split_tasks(tasks: list[str], holdout: float, seed: int) -> tuple[set[str], 
     rng.shuffle(ordered)
     n_out = max(1, round(len(ordered) * holdout)) if holdout > 0 else 0
     return set(ordered[n_out:]), set(ordered[:n_out])
+
+
+def heldout_tasks(split: str | Path) -> frozenset[str]:
+    """The ``heldout_tasks`` of a split file (deploy/eval/split.json): the tasks a profile must not see."""
+    p = Path(split)
+    try:
+        held = json.loads(p.read_text(encoding="utf-8"))["heldout_tasks"]
+    except FileNotFoundError:
+        raise ConfigError(f"split file {p} does not exist") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"split file {p} has no list of heldout_tasks: {err}") from None
+    if not isinstance(held, list) or not all(isinstance(t, str) for t in held):
+        raise ConfigError(f"split file {p}: heldout_tasks must be a list of task names")
+    return frozenset(held)

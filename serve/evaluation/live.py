@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from serve.evaluation.label import MAX_TOKENS, load_sets
+from serve.evaluation.labelled import heldout_tasks
 from serve.evaluation.metrics import Answer, area_under, frontier_accuracy, random_mix_frontier, summarize
 from serve.evaluation.scorer import product_prompt, score_item, scoring_kind
 
@@ -213,7 +214,7 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     items = load_sets(args.set, args.per_task, args.seed)
     if getattr(args, "split", ""):
-        held = set(json.loads(Path(args.split).read_text())["heldout_tasks"])
+        held = heldout_tasks(args.split)
         items = [it for it in items if it["task"] in held]
         if not items:
             raise SystemExit(f"no prompt of {args.set} is in a held-out task of {args.split}")

@@ -148,3 +148,20 @@ def test_shipped_labelled_set_and_scorer():
     measured = [json.loads(line) for line in (EVAL_DIR / "ladder-outcomes.jsonl").read_text().split("\n")
                 if line.strip()]
     assert {i["prompt"] for i in items} <= {m["prompt"] for m in measured}
+
+
+def test_calibrate_with_a_split_leaves_out_its_held_out_tasks(mmlu_slice, tmp_path, capsys):
+    tasks = sorted({json.loads(line)["task"] for line in mmlu_slice.read_text().split("\n") if line.strip()})
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"heldout_tasks": tasks[:3], "calibration_tasks": tasks[3:]}))
+    profile = tmp_path / "profile.json"
+    summary = json.loads(_run(["calibrate", "--train", str(mmlu_slice), "--split", str(split),
+                               "--out", str(profile)], capsys))
+    assert summary["n_prompts"] == 9 * 40
+    assert read_profile(profile).report["n_tasks"] == 9
+
+    for content, message in (({"heldout_tasks": tasks}, "every prompt of the training files is in a held-out task"),
+                             ({"calibration_tasks": tasks}, "has no list of heldout_tasks")):
+        split.write_text(json.dumps(content))
+        assert main(["calibrate", "--train", str(mmlu_slice), "--split", str(split), "--out", str(profile)]) == 2
+        assert message in capsys.readouterr().err
