@@ -51,6 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", default="", help="only these variants (comma-separated names)")
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--timeout", type=float, default=300.0, help="client timeout per request, seconds")
+    p.add_argument("--cv", type=int, default=0, metavar="K",
+                   help="leave-tasks-out live: deal the tasks into K folds; route each fold on a profile fitted on "
+                        "--train without its tasks, written over the profile the gateway watches (restored after)")
+    p.add_argument("--train", action="append", default=[], metavar="FILE",
+                   help="with --cv: labelled outcomes (`tiergate label` records) to fit each fold's profile on")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--rerender", action="store_true",
                    help="send nothing: recompute the figures from the answers in OUT/eval.json")
@@ -149,9 +154,18 @@ def compare(results: dict[str, dict[str, Any]], models: list[str]) -> dict[str, 
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Live evaluation: {report['gateway']}", "",
              f"{report['prompts']} prompts from {', '.join(report['sets'])} ({len(report['tasks'])} tasks); "
-             f"answers scored against gold. Cost is the gateway's actual cost per 1,000 requests.", "",
-             "| variant | accuracy | cost / 1k req (USD) | vs largest: accuracy | vs largest: cost | random mix at "
-             "same cost | p50 ms | p99 ms | ECE | mix |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"answers scored against gold. Cost is the gateway's actual cost per 1,000 requests.", ""]
+    if report.get("cv"):
+        cv = report["cv"]
+        lines += [f"Leave-tasks-out live ({cv['folds']} folds, seed {cv['seed']}): each fold's prompts were routed on a "
+                  f"profile fitted on {', '.join(cv['train'])} without that fold's tasks (profiles kept in "
+                  "profiles/); pinned models and the random mix were sent once.", "",
+                  "| fold | prompts | tasks | trained on | profile sha256 |", "|---|---|---|---|---|"]
+        lines += [f"| {f['fold']} | {f['prompts']} | {len(f['tasks'])} | {f['trained_on']} | {f['profile_sha256'][:12]} |"
+                  for f in cv["per_fold"]]
+        lines.append("")
+    lines += ["| variant | accuracy | cost / 1k req (USD) | vs largest: accuracy | vs largest: cost | random mix at "
+              "same cost | p50 ms | p99 ms | ECE | mix |", "|---|---|---|---|---|---|---|---|---|---|"]
     cmp = report["comparison"]["variants"]
     for name, r in report["variants"].items():
         c = cmp.get(name, {})
@@ -213,6 +227,8 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import openai
 
     items = load_sets(args.set, args.per_task, args.seed)
+    if getattr(args, "cv", 0) and not args.train:
+        raise SystemExit("tiergate eval --cv needs --train FILE: the labelled outcomes each fold's profile is fitted on")
     if getattr(args, "split", ""):
         held = heldout_tasks(args.split)
         items = [it for it in items if it["task"] in held]
@@ -230,14 +246,26 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         if unknown:
             raise SystemExit(f"unknown variants {unknown}; valid: {', '.join(specs)}")
         specs = {k: v for k, v in specs.items() if k in keep or k.startswith("pinned:")}
-    answers = {}
-    for name, spec in specs.items():
-        got = await run_variant(client, items, spec, models, args.concurrency, args.seed, name)
-        answers[name] = [a.__dict__ for a in got]
-        print(f"{name}: accuracy {sum(a.correct for a in got) / len(got):.3f}", file=sys.stderr, flush=True)
-    await client.close()
+
+    async def send(chosen: list[dict[str, Any]], label: str, spec: dict[str, Any]) -> list[Answer]:
+        got = await run_variant(client, chosen, spec, models, args.concurrency, args.seed, label)
+        print(f"{label}: accuracy {sum(a.correct for a in got) / len(got):.3f}", file=sys.stderr, flush=True)
+        return got
+
+    cv = None
+    try:
+        if getattr(args, "cv", 0):
+            from serve.evaluation.live_cv import evaluate_folds
+
+            got, cv = await evaluate_folds(args.base_url, args.api_key, items, specs, routed, send,
+                                           train=args.train, folds=args.cv, seed=args.seed, out=Path(args.out))
+        else:
+            got = {name: await send(items, name, spec) for name, spec in specs.items()}
+    finally:
+        await client.close()
     return {"gateway": args.base_url, "sets": args.set, "prompts": len(items),
-            "tasks": sorted({it["task"] for it in items}), "models": models, "answers": answers}
+            "tasks": sorted({it["task"] for it in items}), "models": models,
+            **({"cv": cv} if cv else {}), "answers": {n: [a.__dict__ for a in g] for n, g in got.items()}}
 
 
 def rerender(report: dict[str, Any]) -> dict[str, Any]:

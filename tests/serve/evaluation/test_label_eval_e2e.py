@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 
 import pytest
+import yaml
 
 from serve.cli import main
 from serve.evaluation.labelled import read_labelled
-from serve.evaluation.live import evaluate, rerender
-from serve.evaluation.scorer import score_item
+from serve.evaluation.live import evaluate, markdown, rerender
+from serve.evaluation.scorer import product_prompt, score_item
+from serve.quality_profile import load_quality
 from tests.conftest import CPU_POOL, ROOT
 
 SHIPPED = ROOT / "deploy" / "eval" / "cpu-labelled.jsonl"
@@ -86,3 +89,60 @@ async def test_eval_scores_every_variant_through_the_gateway(gateway, tmp_path):
     assert {a["model"] for a in valued} == {"smollm2-135m-instruct"}
     assert {a["route_reason"] for a in valued} == {"best_value"}
     assert set(report["comparison"]["variants"]) == {"router@0.5", "value@1e-09"}
+
+
+# --------------------------------------------------------------------------- tiergate eval --cv
+OUTCOMES = ROOT / "deploy" / "eval" / "ladder-outcomes.jsonl"
+MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def watching_app(serve_cluster, tmp_path_factory):
+    """The ladder on a profile of its own that the gateway reloads within 0.5 s of a change."""
+    folder = tmp_path_factory.mktemp("cv")
+    profile = folder / "profile.json"
+    assert main(["calibrate", "--train", str(OUTCOMES), "--out", str(profile)]) == 0
+    pool = yaml.safe_load(CPU_POOL.read_text())
+    pool.update(name="cv", quality_profile=str(profile), quality_profile_reload_s=0.5)
+    pool["auth"] = {"enabled": False}
+    gw = serve_cluster.deploy("cv", {"pool_config": pool, "pool_dir": str(CPU_POOL.parent)}, "/cv", timeout=600)
+    yield gw, profile
+    from ray import serve
+
+    serve.delete("cv")
+
+
+@pytest.mark.e2e
+async def test_eval_cv_routes_each_fold_on_a_profile_that_never_saw_its_tasks(watching_app, tmp_path):
+    gw, profile = watching_app
+    before = _sha(profile)
+    args = argparse.Namespace(base_url=gw.base_url, api_key="unused", set=[f"{SHIPPED}:1"], per_task=0, seed=0,
+                              split="", floors="0.5", cascade_floors="", values="", cascade_values="",
+                              variants="router@0.5", concurrency=2, timeout=120.0, out=str(tmp_path),
+                              cv=2, train=[str(OUTCOMES)])
+    report = rerender(await evaluate(args))
+    cv = report["cv"]
+    assert [f["fold"] for f in cv["per_fold"]] == [0, 1]
+    assert sorted(t for f in cv["per_fold"] for t in f["tasks"]) == report["tasks"]  # the folds partition the tasks
+    assert len({f["profile_sha256"] for f in cv["per_fold"]}) == 2
+    items = {it["id"]: it for it in read_labelled(SHIPPED)}
+    outcome_tasks = [json.loads(line)["task"] for line in OUTCOMES.read_text().split("\n") if line.strip()]
+    routed = report["answers"]["router@0.5"]
+    assert len(routed) == report["prompts"] == 13 and all(a["ok"] for a in routed)
+    for fold in cv["per_fold"]:
+        # fitted on every labelled outcome except those of the fold's own tasks ...
+        assert fold["trained_on"] == sum(t not in fold["tasks"] for t in outcome_tasks)
+        # ... and each of the fold's answers was routed on it: its predicted quality is that profile's
+        loaded = load_quality(tmp_path / "profiles" / fold["profile"], MODELS)
+        mine = [a for a in routed if a["task"] in fold["tasks"]]
+        assert len(mine) == fold["prompts"] > 0
+        for a in mine:
+            expected = loaded.predictor.predict([product_prompt(items[a["id"]])])[0][a["model"]]
+            assert a["predicted_quality"] == pytest.approx(expected, abs=1e-3), a
+    assert set(report["answers"]) == {f"pinned:{m}" for m in MODELS} | {"router@0.5"}
+    assert _sha(profile) == before  # the watched profile is put back
+    assert "Leave-tasks-out live (2 folds, seed 0)" in markdown(report)
