@@ -100,7 +100,7 @@ def inprocess_sender(gateway: Any, model: str, max_tokens: int) -> Send:
                 R.sse(event)
                 if ttft is None and chunk.text:
                     ttft = time.perf_counter() - t0
-        R.sse(R.usage_event(gateway, call))
+        R.sse(R.usage_event(call))
         return Sample(i % len(PROMPTS), ttft, time.perf_counter() - t0, call.completion_tokens, True)
 
     return one

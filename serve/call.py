@@ -1,13 +1,19 @@
 """One request's state on its way through the gateway: the decision it was routed on, what it asked
-the model for, and what came back (tokens, timings, text, tool calls, outcome)."""
+the model for, and what has come back so far (tokens, timings, text, tool calls). When its run ends,
+the gateway freezes it into one :class:`~serve.outcome.Outcome` (``Call.outcome``); observers read
+that, never the call."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from router import Budget, Decision, RouteRequest
 from router.admission import Priority
 from serve.engines.base import GenerationRequest, ToolCall
+
+if TYPE_CHECKING:
+    from serve.outcome import Outcome
 
 
 @dataclass
@@ -50,6 +56,7 @@ class Call:
     tool_calls: list[ToolCall] = field(default_factory=list)
     status: int = 200
     error_type: str = ""
+    outcome: Outcome | None = None  # set once, when the run ends
 
     @property
     def model(self) -> str:

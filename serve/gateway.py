@@ -2,9 +2,10 @@
 
 ``Gateway.route`` turns a validated OpenAI request plus its headers into a :class:`Call`: the
 budget, the router's decision and the generation request. ``Gateway.run`` streams the chosen
-model's chunks, keeps the live load and latency model up to date, and hands one
-:class:`RequestRecord` per request to the telemetry sink. Policy lives in ``router/``; this
-module only gathers its inputs and carries out its decision.
+model's chunks, keeps the live load and latency model up to date and, when the run ends, freezes
+the call into its :class:`~serve.outcome.Outcome` (``call.outcome``), whose record it hands to the
+telemetry sink. Policy lives in ``router/``; this module only gathers its inputs and carries out
+its decision.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import replace
 
 from router import (
@@ -38,7 +40,6 @@ from router.errors import (
     OverloadedError,
     TiergateError,
 )
-from router.outcome import BudgetOutcome, judge_budget
 from router.pacing import Pace, decide_paced
 from router.quality import CascadeThreshold, QualityPredictor
 from serve.api.generation import generation_request
@@ -52,12 +53,12 @@ from serve.engines.base import Chunk
 from serve.quality_batcher import QualityBatcher
 from serve.slots import Slots
 from serve.state import MemoryStore, StateStore
+from serve.outcome import Outcome, conclude, request_record
 from serve.telemetry.records import RequestRecord
-from serve.telemetry.structured import output_checks
 
 RecordSink = Callable[[RequestRecord], None]
 
-__all__ = ["Call", "Gateway", "RecordSink"]
+__all__ = ["Call", "Gateway", "Outcome", "RecordSink"]
 
 
 class Gateway:
@@ -88,7 +89,7 @@ class Gateway:
         m = pool.monitoring  # send prompt text to telemetry only when embedding drift or the recorder needs it
         self._send_text = (m.drift.enabled and m.drift.reference is not None) or bool(
             m.recorder.path and (m.recorder.include_embedding or m.recorder.include_prompt_text))
-        self._max_price = max(pool.models, key=lambda m: m.price.output_per_mtok + m.price.input_per_mtok)
+        self._priciest = max((c.price for c in pool.cards()), key=lambda p: p.output_per_mtok + p.input_per_mtok)
 
     def use_quality(self, quality: QualityPredictor, cascade_thresholds: Mapping[str, CascadeThreshold]) -> None:
         """Route the next requests on a new quality predictor (a reloaded profile)."""
@@ -186,8 +187,9 @@ class Gateway:
             while True:
                 model = call.model
                 try:
-                    async for chunk in self._attempt(call, model):
-                        yield chunk
+                    async with aclosing(self._attempt(call, model)) as attempt:  # a client that leaves frees the slot now
+                        async for chunk in attempt:
+                            yield chunk
                     return
                 except _Failover as fo:
                     nxt = self._next_model(call, model)
@@ -207,7 +209,8 @@ class Gateway:
             raise
         finally:
             call.e2e_s = self.clock() - call.started
-            self.sink(self.record(call))
+            call.outcome = conclude(call, self.router.card(call.model).price, self._priciest)
+            self.sink(request_record(call.outcome, with_prompt_text=self._send_text))
 
     async def _cheap_answer(self, call: Call) -> list[Chunk] | None:
         """The cascade's first step: the cheap model's answer if confident enough, else None.
@@ -353,36 +356,6 @@ class Gateway:
         pred = call.decision.prediction
         if pred.model == model and pred.wait_ms > 0 and not call.cascade_from:
             self.latency.observe_first_token(model, pred.first_token_ms, (first_at - call.started) * 1000)
-
-    # ------------------------------------------------------------------ accounting
-    def cost(self, call: Call) -> float:
-        card = self.router.card(call.model)
-        return card.price.cost(call.prompt_tokens, call.completion_tokens) + call.cascade_cost_usd
-
-    def budget_outcome(self, call: Call) -> BudgetOutcome:
-        e2e_ms = None if call.e2e_s is None else call.e2e_s * 1000
-        return judge_budget(call.budget, call.decision.prediction, e2e_ms, self.cost(call))
-
-    def record(self, call: Call) -> RequestRecord:
-        outcome = self.budget_outcome(call) if call.status == 200 else BudgetOutcome()
-        big = self._max_price.price
-        return RequestRecord(
-            endpoint=call.endpoint, requested_model=call.requested_model, model=call.model,
-            route_reason=call.decision.reason.value, status=call.status, error_type=call.error_type,
-            stream=call.stream, route_class=call.route_class, prompt_tokens=call.prompt_tokens,
-            completion_tokens=call.completion_tokens, ttft_s=call.ttft_s, e2e_s=call.e2e_s,
-            cost_usd=self.cost(call),
-            baseline_cost_usd=(call.prompt_tokens * big.input_per_mtok
-                               + call.completion_tokens * big.output_per_mtok) / 1e6,
-            predicted_quality=call.decision.prediction.quality,
-            predicted_latency_ms=call.decision.prediction.latency_ms,
-            budget_latency_met=outcome.latency, budget_quality_met=outcome.quality,
-            budget_cost_met=outcome.cost, finish_reason=call.finish_reason,
-            mean_logprob=call.mean_logprob,
-            **output_checks(call.generation, call.text, call.tool_calls, answered=call.status == 200),
-            decision_s=call.decision_s, key_name=call.key_name, failovers=tuple(call.failovers),
-            prompt_text=call.route_request.prompt if self._send_text and call.route_request else None,
-        )
 
 
 class _Failover(Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -215,16 +215,15 @@ class IngressCore:
         except StopAsyncIteration:
             first = Chunk(finish_reason="stop")
         except TiergateError as err:
-            await self._done(call, ticket, span, err, spend)
-            return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
+            await self._done(call, stream, ticket, span, err, spend)
+            return _error_response(from_exception(err), R.decision_headers(call, final=False))
         except Exception as err:
-            await self._done(call, ticket, span, err, spend)
+            await self._done(call, stream, ticket, span, err, spend)
             raise
         if call.stream:
-            events = sse_events(self.gateway, call, first, stream,
-                                lambda error: self._done(call, ticket, span, error, spend))
+            events = sse_events(call, first, stream, lambda error: self._done(call, stream, ticket, span, error, spend))
             return SSEResponse(events, media_type="text/event-stream",
-                               headers={**R.decision_headers(self.gateway, call, final=False), **spend.headers(),
+                               headers={**R.decision_headers(call, final=False), **spend.headers(),
                                         "cache-control": "no-cache"})
         chunks = [first]
         error: BaseException | None = None
@@ -233,25 +232,30 @@ class IngressCore:
                 chunks.append(chunk)
         except TiergateError as err:
             error = err
-            return _error_response(from_exception(err), R.decision_headers(self.gateway, call, final=False))
+            return _error_response(from_exception(err), R.decision_headers(call, final=False))
         except BaseException as err:
             error = err
             raise
         finally:
-            left = await self._done(call, ticket, span, error, spend)
-        return JSONResponse(R.full_body(self.gateway, call, chunks),
-                            headers={**R.decision_headers(self.gateway, call, final=True), **spend.headers(left)})
+            left = await self._done(call, stream, ticket, span, error, spend)
+        return JSONResponse(R.full_body(call, chunks),
+                            headers={**R.decision_headers(call, final=True), **spend.headers(left)})
 
-    async def _done(self, call: Call, ticket: Ticket, span: Any, error: BaseException | None,
-                    spend: SpendTicket = NO_SPEND) -> int | None:
-        """After the answer: end the trace, schedule brittleness checks, charge the key's tokens."""
-        self.tracer.finish_request(span, response_model=call.model, input_tokens=call.prompt_tokens,
-                                   output_tokens=call.completion_tokens, finish_reasons=[call.finish_reason],
-                                   response_id=call.request_id, error=error, generation=call.generation,
-                                   tool_calls=call.tool_calls)
+    async def _done(self, call: Call, stream: AsyncIterator[Chunk], ticket: Ticket, span: Any,
+                    error: BaseException | None, spend: SpendTicket = NO_SPEND) -> int | None:
+        """After the answer, its observers, each reading the one frozen outcome: the trace, the
+        brittleness checks, the key's tokens and spend (the telemetry record went when the run ended)."""
+        if call.outcome is None:  # the run has not ended yet (left while suspended): end it now
+            await stream.aclose()  # type: ignore[attr-defined]
+        out = call.outcome
+        assert out is not None
+        self.tracer.finish_request(span, response_model=out.model, input_tokens=out.prompt_tokens,
+                                   output_tokens=out.completion_tokens, finish_reasons=[out.finish_reason],
+                                   response_id=out.request_id, error=error, generation=out.generation,
+                                   tool_calls=list(out.tool_calls))
         if error is None:
-            self.checks.schedule(call)
-        return await self._settle(ticket, call.prompt_tokens + call.completion_tokens, spend, self.gateway.cost(call))
+            self.checks.schedule(out)
+        return await self._settle(ticket, out.prompt_tokens + out.completion_tokens, spend, out.cost_usd)
 
     async def _settle(self, ticket: Ticket, tokens: int, spend: SpendTicket = NO_SPEND,
                       cost_usd: float = 0.0) -> int | None:

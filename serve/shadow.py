@@ -1,6 +1,6 @@
 """Brittleness checks off the request path: shadow comparisons and perturbation probes.
 
-After a request has been answered, the ingress hands its :class:`Call` here. It draws the sample
+After a request has been answered, the ingress hands its :class:`~serve.outcome.Outcome` here. It draws the sample
 itself (each check's ``rate``); for a drawn request only, the telemetry deployment is asked for a
 grant (rate, cost and concurrency capped there), then the same request is re-asked of the
 strongest model (shadow) or a meaning-preserving perturbation of it is re-asked of the same
@@ -22,7 +22,8 @@ from typing import Any
 
 from serve.config import PoolConfig
 from serve.engines.base import GenerationRequest, Message
-from serve.gateway import Call, Gateway
+from serve.gateway import Gateway
+from serve.outcome import Outcome
 from serve.telemetry.sampling import draw
 
 log = logging.getLogger("tiergate.shadow")
@@ -40,24 +41,24 @@ class OutputChecks:
         self.rng = random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def schedule(self, call: Call) -> None:
+    def schedule(self, outcome: Outcome) -> None:
         """Draw this answer's checks here; only a drawn one costs a call to the telemetry deployment."""
-        if not self.enabled or call.status != 200 or not call.text_parts:
+        if not self.enabled or not outcome.answered or not outcome.text:
             return
-        shadow = self._shadows(call.model) and draw(self.rng, self.shadow_sampling)
+        shadow = self._shadows(outcome.model) and draw(self.rng, self.shadow_sampling)
         probe = draw(self.rng, self.probe_sampling)
         if not (shadow or probe):
             return
-        task = asyncio.get_event_loop().create_task(self._run(call, shadow, probe))
+        task = asyncio.get_event_loop().create_task(self._run(outcome, shadow, probe))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _shadows(self, model: str) -> bool:
         return model != self.shadow_model and self.shadow_model in self.gateway.clients
 
-    def _est_cost(self, model: str, call: Call) -> float:
+    def _est_cost(self, model: str, outcome: Outcome) -> float:
         price = self.gateway.router.card(model).price
-        return price.cost(call.prompt_tokens, call.generation.sampling.max_tokens)
+        return price.cost(outcome.prompt_tokens, outcome.generation.sampling.max_tokens)
 
     @asynccontextmanager
     async def _idle_slot(self, model: str, holder: str) -> AsyncIterator[bool]:
@@ -78,55 +79,55 @@ class OutputChecks:
         async with aclosing(self.gateway.clients[model].stream(gen)) as stream:  # type: ignore[type-var]
             return "".join([c.text async for c in stream])
 
-    async def _run(self, call: Call, shadow: bool = True, probe: bool = True) -> None:
+    async def _run(self, outcome: Outcome, shadow: bool = True, probe: bool = True) -> None:
         try:
             if shadow:
-                await self._shadow(call)
+                await self._shadow(outcome)
             if probe:
-                await self._probe(call)
+                await self._probe(outcome)
         except Exception as err:  # noqa: BLE001 - checks must never surface
             log.warning("brittleness check failed: %s", err)
 
-    async def _shadow(self, call: Call) -> None:
-        model, shadow = call.model, self.shadow_model
+    async def _shadow(self, outcome: Outcome) -> None:
+        model, shadow = outcome.model, self.shadow_model
         if not self._shadows(model):
             return
-        common = {"model": model, "route_class": call.route_class, "shadow_model": shadow}
-        async with self._idle_slot(shadow, call.request_id + ":shadow") as idle:
+        common = {"model": model, "route_class": outcome.route_class, "shadow_model": shadow}
+        async with self._idle_slot(shadow, outcome.request_id + ":shadow") as idle:
             if not idle or not await self.telemetry.plan_shadow.remote(
-                    **common, est_cost_usd=self._est_cost(shadow, call), drawn=True):
+                    **common, est_cost_usd=self._est_cost(shadow, outcome), drawn=True):
                 return
-            self.gateway.slots.give_way(shadow, call.request_id + ":shadow")
+            self.gateway.slots.give_way(shadow, outcome.request_id + ":shadow")
             try:
-                answer = await self._answer(shadow, _greedy(call.generation))
+                answer = await self._answer(shadow, _greedy(outcome.generation))
             except asyncio.CancelledError:  # a caller came (Slots' preemption), or the replica stops
                 await self.telemetry.record_shadow_error.remote(**common, preempted=True)
                 raise
             except Exception:  # noqa: BLE001
                 await self.telemetry.record_shadow_error.remote(**common)
                 return
-        route = call.route_request
+        route = outcome.route_request
         await self.telemetry.record_shadow.remote(
-            **common, predicted_quality=call.decision.prediction.quality, answer=call.text,
-            shadow_answer=answer, cost_usd=self._est_cost(shadow, call),
+            **common, predicted_quality=outcome.decision.prediction.quality, answer=outcome.text,
+            shadow_answer=answer, cost_usd=self._est_cost(shadow, outcome),
             quality_class=route.quality_class if route is not None else None,
             prompt=route.prompt if route is not None and self.keep_prompts else None)
 
-    async def _probe(self, call: Call) -> None:
-        model = call.model
-        prompt = _user_text(call.generation)
-        greedy = call.generation.sampling.temperature == 0
+    async def _probe(self, outcome: Outcome) -> None:
+        model = outcome.model
+        prompt = _user_text(outcome.generation)
+        greedy = outcome.generation.sampling.temperature == 0
         calls = 1 if greedy else 2  # greedy answers are reused
-        async with self._idle_slot(model, call.request_id + ":probe") as idle:
+        async with self._idle_slot(model, outcome.request_id + ":probe") as idle:
             perturbation = None if not idle else await self.telemetry.plan_probe.remote(
-                model=model, prompt=prompt, est_cost_usd=calls * self._est_cost(model, call), drawn=True)
+                model=model, prompt=prompt, est_cost_usd=calls * self._est_cost(model, outcome), drawn=True)
             if perturbation is None:
                 return
-            base = _greedy(call.generation)
-            self.gateway.slots.give_way(model, call.request_id + ":probe")
+            base = _greedy(outcome.generation)
+            self.gateway.slots.give_way(model, outcome.request_id + ":probe")
             try:
                 # compare greedy answers, so a flip is the perturbation's doing, not sampling noise
-                answer = call.text if greedy else await self._answer(model, base)
+                answer = outcome.text if greedy else await self._answer(model, base)
                 probe_answer = await self._answer(model, _with_user_text(base, perturbation.text))
             except asyncio.CancelledError:  # as in _shadow
                 await self.telemetry.record_probe_error.remote(model=model, perturbation=perturbation.name,
@@ -137,7 +138,7 @@ class OutputChecks:
                 return
         await self.telemetry.record_probe.remote(model=model, perturbation=perturbation.name, answer=answer,
                                                  probe_answer=probe_answer,
-                                                 cost_usd=calls * self._est_cost(model, call))
+                                                 cost_usd=calls * self._est_cost(model, outcome))
 
 
 def _greedy(gen: GenerationRequest) -> GenerationRequest:

@@ -1,4 +1,8 @@
-"""Shape engine chunks into OpenAI response bodies and server-sent events."""
+"""Shape engine chunks into OpenAI response bodies and server-sent events.
+
+What is known only once the answer has ended (its cost, whether its budgets were met) is read from
+the call's frozen :class:`~serve.outcome.Outcome`; before that (a stream's headers) it is the
+prediction."""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import json
 from typing import Any
 
 from serve.engines.base import Chunk, TokenLogprob, ToolCall
-from serve.gateway import Call, Gateway
+from serve.call import Call
+from serve.outcome import Outcome
 
 
 def _finish(reason: str | None) -> str | None:
@@ -35,36 +40,44 @@ def _tool_calls(calls: list[ToolCall] | tuple[ToolCall, ...], streamed: bool = F
              "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
 
 
+def _ended(call: Call) -> Outcome:
+    if call.outcome is None:
+        raise RuntimeError(f"{call.request_id}: the answer's figures were asked for before its run ended")
+    return call.outcome
+
+
 def usage(call: Call) -> dict[str, int]:
-    return {"prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens,
-            "total_tokens": call.prompt_tokens + call.completion_tokens}
+    o = _ended(call)
+    return {"prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
+            "total_tokens": o.prompt_tokens + o.completion_tokens}
 
 
-def tiergate_info(gw: Gateway, call: Call) -> dict[str, Any]:
+def tiergate_info(call: Call) -> dict[str, Any]:
     """Our extension of the response body: the route, its predictions and the actual cost."""
-    p = call.decision.prediction
+    o = _ended(call)
+    p = o.decision.prediction
     return {
-        "model": call.model, "route_reason": call.decision.reason.value,
-        "explanation": call.decision.explanation, "predicted_latency_ms": round(p.latency_ms, 1),
-        "predicted_quality": round(p.quality, 4), "cost_usd": gw.cost(call),
-        "latency_ms": None if call.e2e_s is None else round(call.e2e_s * 1000, 1),  # what budget_met judged
-        "budget_met": gw.budget_outcome(call).met if call.status == 200 else False,
-        "unmet": list(call.decision.unmet),
-        "cascade": ({"escalated_from": call.cascade_from or None, "confidence": call.cascade_confidence}
+        "model": o.model, "route_reason": o.decision.reason.value,
+        "explanation": o.decision.explanation, "predicted_latency_ms": round(p.latency_ms, 1),
+        "predicted_quality": round(p.quality, 4), "cost_usd": o.cost_usd,
+        "latency_ms": None if o.e2e_s is None else round(o.e2e_s * 1000, 1),  # what budget_met judged
+        "budget_met": o.budget.met if o.answered else False,
+        "unmet": list(o.decision.unmet),
+        "cascade": ({"escalated_from": o.cascade_from or None, "confidence": o.cascade_confidence}
                     if call.cascade else None),
         "candidates": [
             {"model": c.model, "predicted_latency_ms": round(c.latency_ms, 1),
              "predicted_quality": round(c.quality, 4), "predicted_cost_usd": c.cost_usd, "feasible": c.feasible}
-            for c in call.decision.candidates
+            for c in o.decision.candidates
         ],
     }
 
 
-def decision_headers(gw: Gateway, call: Call, *, final: bool) -> dict[str, str]:
+def decision_headers(call: Call, *, final: bool) -> dict[str, str]:
     """``x-tiergate-*`` headers. Before the answer exists (streaming) cost and budget are predicted."""
     p = call.decision.prediction
-    cost = gw.cost(call) if final else p.cost_usd
-    met = gw.budget_outcome(call).met if final else call.decision.budget_met
+    cost = _ended(call).cost_usd if final else p.cost_usd
+    met = _ended(call).budget.met if final else call.decision.budget_met
     return {
         "x-tiergate-model": call.model,
         "x-tiergate-route-reason": call.decision.reason.value,
@@ -95,7 +108,7 @@ def _cascade_header(call: Call) -> dict[str, str]:
     return {"x-tiergate-cascade": f"escalated-from={cheap}"}
 
 
-def full_body(gw: Gateway, call: Call, chunks: list[Chunk]) -> dict[str, Any]:
+def full_body(call: Call, chunks: list[Chunk]) -> dict[str, Any]:
     text = "".join(c.text for c in chunks)
     lps = [lp for c in chunks for lp in c.logprobs]
     finish = _finish(call.finish_reason)
@@ -114,7 +127,7 @@ def full_body(gw: Gateway, call: Call, chunks: list[Chunk]) -> dict[str, Any]:
                   "finish_reason": finish}
         obj = "text_completion"
     return {"id": call.request_id, "object": obj, "created": call.created, "model": call.model,
-            "choices": [choice], "usage": usage(call), "tiergate": tiergate_info(gw, call)}
+            "choices": [choice], "usage": usage(call), "tiergate": tiergate_info(call)}
 
 
 def sse(data: dict[str, Any] | str) -> bytes:
@@ -147,7 +160,7 @@ def stream_event(call: Call, chunk: Chunk, first: bool) -> dict[str, Any] | None
             "choices": [choice]}
 
 
-def usage_event(gw: Gateway, call: Call) -> dict[str, Any]:
+def usage_event(call: Call) -> dict[str, Any]:
     obj = "chat.completion.chunk" if call.endpoint == "chat" else "text_completion"
     return {"id": call.request_id, "object": obj, "created": call.created, "model": call.model,
-            "choices": [], "usage": usage(call), "tiergate": tiergate_info(gw, call)}
+            "choices": [], "usage": usage(call), "tiergate": tiergate_info(call)}

@@ -19,7 +19,7 @@ from serve.api import responses as R
 from serve.api.errors import from_exception
 from serve.api.schemas import error_body
 from serve.engines.base import Chunk
-from serve.gateway import Call, Gateway
+from serve.call import Call
 
 log = logging.getLogger("tiergate.ingress")
 
@@ -44,8 +44,7 @@ class SSEResponse(StreamingResponse):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def sse_events(gateway: Gateway, call: Call, first: Chunk, stream: AsyncIterator[Chunk],
-                     settle: Settle) -> AsyncIterator[bytes]:
+async def sse_events(call: Call, first: Chunk, stream: AsyncIterator[Chunk], settle: Settle) -> AsyncIterator[bytes]:
     """The OpenAI event stream of ``call``: ``first`` and the rest of ``stream``, the usage event when
     asked for, then ``[DONE]``. ``settle(error)`` runs once the answer is complete (or failed, or
     the client left), before ``[DONE]``; a failure mid-stream ends it with an error event."""
@@ -70,7 +69,7 @@ async def sse_events(gateway: Gateway, call: Call, first: Chunk, stream: AsyncIt
             if data := ready(chunk, False):
                 yield data
         if call.include_usage:
-            held.append(R.sse(R.usage_event(gateway, call)))
+            held.append(R.sse(R.usage_event(call)))
     except TiergateError as err:
         error = err
         held.append(R.sse(from_exception(err).body))
@@ -78,7 +77,8 @@ async def sse_events(gateway: Gateway, call: Call, first: Chunk, stream: AsyncIt
         error = err
         log.exception("stream failed")
         held.append(R.sse(error_body(f"stream failed: {type(err).__name__}", "server_error", None, "stream_error")))
-    except BaseException:  # the client went away: settle, send nothing more
+    except BaseException:  # the client went away: end the run (its outcome), settle, send nothing more
+        await stream.aclose()  # type: ignore[attr-defined]
         await settle(None)
         raise
     try:

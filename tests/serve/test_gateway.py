@@ -4,6 +4,7 @@ accounting, no Ray. The real-model behaviour is covered in test_gateway_e2e.py."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -56,6 +57,20 @@ async def test_route_and_run_records_one_request():
     assert rec.cost_usd < rec.baseline_cost_usd and rec.ttft_s is not None
     assert gw.in_flight == {"cheap": 0, "dear": 0}
     assert gw.latency.snapshot()["cheap"]["observations"] == 1
+
+
+async def test_a_run_ends_in_one_frozen_outcome_that_its_record_is_read_from():
+    gw, records = await make(reply="one two three")
+    call = await gw.route("chat", chat(max_tokens=10, routing={"max_cost_usd": 1.0}), {})
+    assert call.outcome is None  # not before the run has ended
+    [c async for c in gw.run(call)]
+    out, (rec,) = call.outcome, records
+    assert (out.model, out.status, out.text, out.completion_tokens) == ("cheap", 200, "one two three", 3)
+    assert out.cost_usd == gw.router.card("cheap").price.cost(out.prompt_tokens, 3) == rec.cost_usd
+    assert out.baseline_cost_usd == gw.router.card("dear").price.cost(out.prompt_tokens, 3) == rec.baseline_cost_usd
+    assert out.budget.met and rec.budget_cost_met is True and out.e2e_s == rec.e2e_s
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        out.cost_usd = 0.0  # type: ignore[misc]
 
 
 async def test_engine_failure_is_recorded_and_raised():
@@ -202,8 +217,8 @@ async def test_cascade_escalates_unconfident_answers_and_charges_both():
     assert call.model == "dear" and call.cascade_from == "cheap" and call.decision.reason.value == "cascade"
     assert call.cascade_confidence == pytest.approx(-3.0)
     dear_only = gw.router.card("dear").price.cost(call.prompt_tokens, call.completion_tokens)
-    assert gw.cost(call) > dear_only > 0  # both calls are charged
-    assert records[0].cost_usd == gw.cost(call)
+    assert call.outcome.cost_usd > dear_only > 0  # both calls are charged
+    assert records[0].cost_usd == call.outcome.cost_usd
 
 
 async def test_a_cascade_whose_cheap_model_escalates_too_often_goes_straight_up():
@@ -218,7 +233,7 @@ async def test_a_cascade_whose_cheap_model_escalates_too_often_goes_straight_up(
     assert text == "answer from dear" and call.model == "dear" and call.cascade_from == "cheap"
     assert "escalated without trying cheap" in call.decision.explanation
     assert asked == []  # never asked, though it would have been confident
-    assert gw.cost(call) == gw.router.card("dear").price.cost(call.prompt_tokens, call.completion_tokens)
+    assert call.outcome.cost_usd == gw.router.card("dear").price.cost(call.prompt_tokens, call.completion_tokens)
     assert gw.in_flight == {"cheap": 0, "dear": 0} and records[0].model == "dear"
 
 

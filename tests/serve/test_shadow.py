@@ -79,7 +79,7 @@ async def _answered(shadow_rate: float, probe_rate: float, telemetry: FakeTeleme
     for _ in range(n):
         call = await gw.route("chat", chat(model="cheap", temperature=0), {})
         [c async for c in gw.run(call)]
-        checks.schedule(call)
+        checks.schedule(call.outcome)
     await asyncio.gather(*list(checks._tasks))
     return checks
 
@@ -144,7 +144,7 @@ async def _checked(gw: Gateway, checks: OutputChecks) -> None:
     call = await gw.route("chat", chat(model="cheap", temperature=0), {})
     [c async for c in gw.run(call)]
     await gw.slots.drain()
-    checks.schedule(call)
+    checks.schedule(call.outcome)
     await asyncio.gather(*list(checks._tasks))
     await gw.slots.drain()
 
@@ -177,7 +177,7 @@ async def test_a_probe_is_skipped_too_when_its_model_is_busy():
     await gw.slots.take("cheap", "a caller's request")
     call = await gw.route("chat", chat(model="cheap", temperature=0), {})
     [c async for c in gw.run(call)]
-    checks.schedule(call)
+    checks.schedule(call.outcome)
     await asyncio.gather(*list(checks._tasks))
     assert telemetry.calls == []
 
@@ -192,7 +192,7 @@ async def test_a_running_check_gives_way_to_a_caller_on_its_model():
     call = await gw.route("chat", chat(model="cheap", temperature=0), {})
     [c async for c in gw.run(call)]
     await gw.slots.drain()
-    checks.schedule(call)
+    checks.schedule(call.outcome)
     while clients["dear"].streams == 0:  # the shadow call is generating on "dear"
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)

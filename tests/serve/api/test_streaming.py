@@ -74,7 +74,7 @@ async def test_the_request_is_settled_before_done_is_sent():
     async def settle(error: BaseException | None) -> None:
         settled.append(error)
 
-    out = [data async for data in sse_events(gw, call, first, stream, settle)]
+    out = [data async for data in sse_events(call, first, stream, settle)]
     assert settled == [None] and isinstance(out[-1], Last) and out[-1].endswith(b"data: [DONE]\n\n")
     assert not any(isinstance(data, Last) for data in out[:-1])
 
@@ -86,7 +86,7 @@ async def test_a_failure_mid_stream_ends_with_its_error_event_and_done():
     async def settle(error: BaseException | None) -> None:
         settled.append(error)
 
-    out = [data async for data in sse_events(gw, call, first, stream, settle)]
+    out = [data async for data in sse_events(call, first, stream, settle)]
     assert isinstance(settled[0], EngineError)
     error, done = _events(out[-1])
     assert json.loads(error)["error"]["type"] and done == "[DONE]"
@@ -101,7 +101,7 @@ async def test_a_failed_settlement_still_sends_what_was_ready_but_no_done():
 
     out: list[bytes] = []
     with pytest.raises(RuntimeError, match="store down"):
-        async for data in sse_events(gw, call, first, stream, settle):
+        async for data in sse_events(call, first, stream, settle):
             out.append(data)
     assert b"finish_reason\":\"stop" in out[-1] and b"[DONE]" not in out[-1] and not isinstance(out[-1], Last)
 
@@ -113,10 +113,13 @@ async def test_a_client_that_leaves_is_settled_and_sent_nothing_more():
     async def settle(error: BaseException | None) -> None:
         settled.append(error)
 
-    events = sse_events(gw, call, first, stream, settle)
+    events = sse_events(call, first, stream, settle)
     assert b"one" in await events.__anext__()
     await events.aclose()
     assert settled == [None]
+    # the run was ended before settling, so the observers read its outcome: cut off by the client
+    assert call.outcome is not None and (call.outcome.status, call.outcome.finish_reason) == (499, "cancelled")
+    assert gw.in_flight == {m: 0 for m in gw.in_flight}
 
 
 async def test_a_body_without_a_last_chunk_is_closed_by_an_empty_message():
