@@ -27,9 +27,7 @@ from router import (
     Router,
     merge_budget,
 )
-from router.admission import (
-    Capacity, Priority, WaitBound, admission_order, redirected, still_within_wait, wait_bound, within_wait,
-)
+from router.admission import Capacity, Priority, WaitBound, admission_order, redirected, wait_bound, within_wait
 from router.breaker import BreakerPolicy, CircuitBreakers
 from router.cascade import escalated, should_escalate, with_cascade
 from router.errors import (
@@ -40,6 +38,7 @@ from router.errors import (
     OverloadedError,
     TiergateError,
 )
+from router.failover import may_retry, next_model
 from router.pacing import Pace, decide_paced
 from router.quality import CascadeThreshold, QualityPredictor
 from serve.api.generation import generation_request
@@ -111,7 +110,9 @@ class Gateway:
 
     async def route(self, endpoint: str, req: ChatCompletionRequest | CompletionRequest,
                     headers: Mapping[str, str], *, allowed_models: frozenset[str] | None = None,
-                    priority: Priority = Priority.NORMAL, key_name: str = "", pace: Pace | None = None) -> Call:
+                    priority: Priority = Priority.NORMAL, key_name: str = "", pace: Pace | None = None,
+                    text: str | None = None) -> Call:
+        """``text``: the request's routing text when the caller has it already (``routing_text(req)``)."""
         t0 = self.clock()
         limits = self.pool.limits
         max_tokens = req.requested_max_tokens()
@@ -127,7 +128,7 @@ class Gateway:
         pinned = None if req.model == "auto" else req.model
         if pinned is not None:
             self.router.card(pinned)  # UnknownModelError (404) before any work
-        text = routing_text(req)
+        text = routing_text(req) if text is None else text
         qclass = quality_class(req)  # a tool or schema request: its class's measured accuracy, when known
         measured = self.quality.class_quality(qclass) if qclass else None
         if measured is None:
@@ -235,7 +236,7 @@ class Gateway:
         except _Failover as fo:
             chunks, call.cascade_confidence = [], None
             call.failovers.append(cheap)
-            if len(call.failovers) > self.pool.failover.max_retries:
+            if not may_retry(len(call.failovers), self.pool.failover.max_retries):
                 raise fo.error from None
         finally:
             call.generation = wanted
@@ -251,13 +252,14 @@ class Gateway:
         return None
 
     def _next_model(self, call: Call, failed: str) -> Decision | None:
-        if len(call.failovers) >= self.pool.failover.max_retries or call.route_request is None:
+        """``router.failover``'s next model; an escalated cascade does not go back to the model it refused."""
+        if call.route_request is None:
             return None
-        # an escalated cascade does not fall back to the model whose answer it refused
-        tried = frozenset([*call.failovers, failed, *([call.cascade_from] if call.cascade_from else [])])
-        nxt = self.router.fallback(call.route_request, self.loads(), call.quality, tried)
-        bound = self._bound(call.budget, not call.stream, call.answer_by is not None)  # only where it may still wait
-        return nxt if nxt and still_within_wait(nxt, bound, (self.clock() - call.started) * 1000) else None
+        return next_model(self.router, call.route_request, self.loads(), call.quality,
+                          [*call.failovers, failed, *([call.cascade_from] if call.cascade_from else [])],
+                          failures=len(call.failovers) + 1, max_retries=self.pool.failover.max_retries,
+                          bound=self._bound(call.budget, not call.stream, call.answer_by is not None),
+                          waited_ms=(self.clock() - call.started) * 1000)
 
     async def _attempt(self, call: Call, model: str, *, whole: bool = False) -> AsyncIterator[Chunk]:
         """One model's try. Failures before its first chunk raise _Failover; later ones propagate.
