@@ -37,11 +37,7 @@ from router.latency import LatencyModel  # noqa: E402
 from router.policy import Router  # noqa: E402
 from router.types import Budget, LatencyPrior, ModelCard, Price, RouteRequest  # noqa: E402
 from serve.quality_profile import load_quality  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+from loadtests.summary import percentile
 
 
 def load_prompts(paths: list[str], n: int, seed: int) -> list[str]:
@@ -126,11 +122,11 @@ def main() -> int:
     rows = [("static (shipped)", fast), ("sentence-transformers", slow)]
     print(f"{'path':24s} {'p50 ms':>8s} {'p99 ms':>8s} {'mean ms':>8s}")
     for name, values in rows:
-        print(f"{name:24s} {percentile(values, 0.5):8.3f} {percentile(values, 0.99):8.3f} "
+        print(f"{name:24s} {percentile(values, 50):8.3f} {percentile(values, 99):8.3f} "
               f"{statistics.fmean(values):8.3f}")
-    print(f"speed-up: p50 x{percentile(slow, 0.5) / percentile(fast, 0.5):.1f}, "
-          f"p99 x{percentile(slow, 0.99) / percentile(fast, 0.99):.1f}; "
-          f"target p99 <= 15 ms: {'met' if percentile(fast, 0.99) <= 15 else 'NOT met'}")
+    print(f"speed-up: p50 x{percentile(slow, 50) / percentile(fast, 50):.1f}, "
+          f"p99 x{percentile(slow, 99) / percentile(fast, 99):.1f}; "
+          f"target p99 <= 15 ms: {'met' if percentile(fast, 99) <= 15 else 'NOT met'}")
     return 0
 
 

@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
+from loadtests.summary import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
@@ -29,11 +30,6 @@ if __package__ in (None, ""):
 
 STORY = ["Once upon a time, in a small village,", "The old lighthouse keeper said that", "In the year 2150, the city",
          "She opened the letter and read:", "The recipe begins with", "Long ago, the mountains"]
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 async def level(client: httpx.AsyncClient, base: str, concurrency: int, n: int, max_tokens: int) -> list[tuple]:
@@ -95,7 +91,7 @@ def main() -> int:
         for model, mrows in sorted(by_model.items()):
             ape = [abs(p - m) / m for _, p, m, _ in mrows]
             cover = sum(m <= p for _, p, m, _ in mrows) / len(mrows)
-            print(f"{c:>11} {model:<24}{len(mrows):>4}{statistics.median(ape):>9.2f}{pct(ape, 0.9):>9.2f}"
+            print(f"{c:>11} {model:<24}{len(mrows):>4}{statistics.median(ape):>9.2f}{percentile(ape, 90):>9.2f}"
                   f"{cover:>10.2f}{statistics.median(p for _, p, _, _ in mrows):>13.0f}"
                   f"{statistics.median(m for _, _, m, _ in mrows):>13.0f}")
     if args.base_url is None:

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from serve.state import Charge, MemoryStore, StateStore, Window  # noqa: E402
+from loadtests.summary import percentile
 
 
 def _free_port() -> int:
@@ -59,10 +60,6 @@ async def run_round(store: StateStore, n: int) -> list[tuple[float, float]]:
     return [await one_request(store, i, windows) for i in range(n)]
 
 
-def _pct(xs: list[float], q: float) -> float:
-    return statistics.quantiles(xs, n=100, method="inclusive")[q - 1] if len(xs) > 1 else xs[0]
-
-
 async def bench(stores: dict[str, StateStore], n: int, rounds: int, warmup: int) -> dict[str, dict[str, float]]:
     for store in stores.values():
         await store.start()
@@ -75,9 +72,9 @@ async def bench(stores: dict[str, StateStore], n: int, rounds: int, warmup: int)
     out = {}
     for part, idx in (("admission", 0), ("release", 1), ("total", None)):
         per = {k: [a + b if idx is None else (a, b)[idx] for a, b in xs] for k, xs in samples.items()}
-        base50, base99 = statistics.median(per["memory"]), _pct(per["memory"], 99)
+        base50, base99 = statistics.median(per["memory"]), percentile(per["memory"], 99)
         for name, xs in per.items():
-            p50, p99 = statistics.median(xs), _pct(xs, 99)
+            p50, p99 = statistics.median(xs), percentile(xs, 99)
             out.setdefault(name, {})[part] = {
                 "requests": len(xs), "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "added_p50_ms": (p50 - base50) * 1e3,
                 "added_p99_ms": (p99 - base99) * 1e3}

@@ -34,6 +34,7 @@ import yaml
 
 from loadtests.gateway_proc import GatewayProcess, free_port
 from tests.vllm_tiny import write_tiny_llama
+from loadtests.summary import percentile
 
 MODEL = "tiny-llama"
 CONTEXT = 512
@@ -187,18 +188,11 @@ async def load_round(base: str, requests: int, concurrency: int, max_tokens: int
         return Round(time.perf_counter() - t0, tokens, ttfts, errors)
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def summary(rounds: list[Round]) -> dict[str, float]:
     ttfts = [t for r in rounds for t in r.ttfts]
     return {"tok_s": sum(r.tokens for r in rounds) / sum(r.wall_s for r in rounds),
             "ttft_p50_ms": statistics.median(ttfts) * 1000 if ttfts else float("nan"),
-            "ttft_p90_ms": pct(ttfts, 0.9) * 1000, "requests": sum(len(r.ttfts) for r in rounds),
+            "ttft_p90_ms": percentile(ttfts, 90) * 1000, "requests": sum(len(r.ttfts) for r in rounds),
             "tokens": sum(r.tokens for r in rounds), "errors": sum(r.errors for r in rounds),
             "cpu_s_per_1k": 1000 * sum(r.cpu_s for r in rounds) / max(1, sum(r.tokens for r in rounds))}
 

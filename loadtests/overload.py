@@ -51,6 +51,7 @@ from loadtests.gateway_proc import GatewayProcess
 from loadtests.policies import make_policy
 from loadtests.runner import Run, http_client, run_open
 from loadtests.scenario import Scenario, load_scenario, plan
+from loadtests.summary import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "loadtests" / "scenarios" / "overload.yaml"
@@ -97,7 +98,7 @@ def figures(results: Sequence[RequestResult], scenario: Scenario, margin_s: floa
                      if budgets.get(r.klass) is not None and waited_s(r) is not None and r.status != 503])
 
     def pct(xs: np.ndarray, q: float) -> float | None:
-        return round(float(np.percentile(xs, q)) * 1000, 1) if xs.size else None
+        return round(percentile(xs, q) * 1000, 1) if xs.size else None
 
     return {
         "requests": len(results),

@@ -15,12 +15,19 @@ from loadtests.runner import Run
 QUANTILES = (50, 90, 99)
 
 
+def percentile(values: Iterable[float | None], q: float) -> float:
+    """The ``q``-th percentile (0-100) of the non-missing values, linearly interpolated; NaN for none.
+    The one percentile of ``loadtests/``: every benchmark and report reads its tails with it."""
+    xs = np.array([v for v in values if v is not None], dtype=float)
+    return float(np.percentile(xs, q)) if xs.size else float("nan")
+
+
 def percentiles(values: Iterable[float | None], scale: float = 1000.0) -> dict[str, float | None]:
     """p50/p90/p99 of the non-missing values (seconds in, milliseconds out by default)."""
-    xs = np.array([v for v in values if v is not None], dtype=float) * scale
-    if xs.size == 0:
+    xs = [v * scale for v in values if v is not None]
+    if not xs:
         return {f"p{q}": None for q in QUANTILES}
-    return {f"p{q}": round(float(np.percentile(xs, q)), 2) for q in QUANTILES}
+    return {f"p{q}": round(percentile(xs, q), 2) for q in QUANTILES}
 
 
 def _rate(flags: Sequence[bool | None]) -> float | None:
