@@ -43,6 +43,11 @@ class Priority(str, Enum):
 SHARE = {Priority.HIGH: 1.0, Priority.NORMAL: 0.85, Priority.LOW: 0.5}
 
 
+def effective_priority(granted: Priority, asked: Priority | None) -> Priority:
+    """A request runs at its key's priority, or lower when it asks for less; asking never raises it."""
+    return granted if asked is None else min(asked, granted, key=lambda p: SHARE[p])
+
+
 @dataclass(frozen=True)
 class Capacity:
     slots: int  # requests served at once across replicas

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from router import Budget
-from router.admission import Priority
+from router.admission import Priority, effective_priority
 from router.errors import InvalidRequestError
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest, RoutingOptions
 
@@ -90,14 +90,11 @@ def estimate_tokens(text: str) -> int:
 
 
 def priority_from(key_priority: Priority, headers: Mapping[str, str]) -> Priority:
-    """The key's priority class; the x-tiergate-priority header may lower it, never raise it."""
+    """The key's priority class, as the x-tiergate-priority header asks (``router.admission``: lower only)."""
     raw = headers.get("x-tiergate-priority")
-    if raw is None:
-        return key_priority
     try:
-        asked = Priority(raw.strip().lower())
+        asked = None if raw is None else Priority(raw.strip().lower())
     except ValueError:
         raise InvalidRequestError("x-tiergate-priority must be one of high, normal, low",
                                   param="x-tiergate-priority") from None
-    rank = [Priority.LOW, Priority.NORMAL, Priority.HIGH]
-    return min(asked, key_priority, key=rank.index)
+    return effective_priority(key_priority, asked)

@@ -68,3 +68,13 @@ def test_admit_moves_to_next_model_then_sheds_with_retry_after():
     with pytest.raises(OverloadedError) as exc:
         admit(["a", "b"], {"a": 2, "b": 2}, caps, Priority.HIGH, {"a": 4000, "b": 3000})
     assert exc.value.retry_after_s == pytest.approx(3.0)
+
+
+def test_a_request_may_lower_its_priority_but_never_raise_it():
+    from router.admission import effective_priority
+
+    assert effective_priority(Priority.NORMAL, None) is Priority.NORMAL
+    assert effective_priority(Priority.NORMAL, Priority.LOW) is Priority.LOW
+    assert effective_priority(Priority.NORMAL, Priority.HIGH) is Priority.NORMAL
+    assert effective_priority(Priority.LOW, Priority.HIGH) is Priority.LOW
+    assert effective_priority(Priority.HIGH, Priority.NORMAL) is Priority.NORMAL
