@@ -32,7 +32,7 @@ from serve.engines.base import Chunk
 from serve.api.requests import priority_from, routing_text
 from serve.gateway import Call, Gateway
 from serve.quotas import NO_TICKET, Quotas, Ticket
-from serve.replica_load import poll_loads, reported
+from serve.replica_load import reported
 from serve.placement import model_clients
 from serve.profile_watch import ProfileWatcher
 from serve.shadow import OutputChecks
@@ -40,6 +40,7 @@ from serve.state import StateStore, build_store
 from serve.telemetry.link import TelemetryLink
 from serve.telemetry.tracing import GatewayTracer, build_tracer_provider, set_decision
 from serve.telemetry.records import RequestRecord
+from serve.upkeep import Upkeep
 
 log = logging.getLogger("tiergate.ingress")
 
@@ -83,10 +84,6 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 class IngressCore:
     """Everything the ingress does, without the Ray decorator (so it can run in-process)."""
 
-    flush_interval_s = 0.25
-    health_interval_s = 2.0
-    load_interval_s = 0.25  # how stale another replica's in-flight counts may be in this one's predictions
-
     def __init__(self, pool: PoolConfig, clients: Mapping[str, ModelClient], quality: QualityPredictor,
                  telemetry: Any = None, authenticator: Authenticator | None = None,
                  cascade_thresholds: Mapping[str, CascadeThreshold] | None = None, tracer: GatewayTracer | None = None,
@@ -102,21 +99,15 @@ class IngressCore:
         self.auth = authenticator if authenticator is not None else Authenticator(load_keys(pool.auth))
         self.quotas = Quotas(self.store, fail_open=pool.state.on_unavailable == "open")
         self.budgets = Budgets(pool, self.auth.keys, self.store)  # spend budgets: serve/budgets.py
-        self._tasks: list[asyncio.Task[None]] = []
         self._charges: set[asyncio.Task[None]] = set()
-        self.store_ready = False
-        self.profile = ProfileWatcher(pool.quality_profile, [m.name for m in pool.models],
-                                      lambda new: self.gateway.use_quality(new.predictor, new.cascade_thresholds),
-                                      interval_s=pool.quality_profile_reload_s) \
+        profile = ProfileWatcher(pool.quality_profile, [m.name for m in pool.models],
+                                 lambda new: self.gateway.use_quality(new.predictor, new.cascade_thresholds),
+                                 interval_s=pool.quality_profile_reload_s) \
             if pool.quality_profile and pool.quality_profile_reload_s > 0 else None
+        self.upkeep = Upkeep(self.gateway, self.link, self.store, self.budgets, telemetry, profile)
 
     def start_background(self) -> None:
-        loop = asyncio.get_event_loop()
-        self._tasks = [loop.create_task(self._flush_loop()), loop.create_task(self._health_loop()),
-                       loop.create_task(self._load_loop()), loop.create_task(poll_loads(self.gateway.clients)),
-                       loop.create_task(self.budgets.publish(self.telemetry))]
-        if self.profile is not None:
-            self._tasks.append(loop.create_task(self.profile.run()))
+        self.upkeep.start()
 
     # ------------------------------------------------------------------ telemetry plumbing
     def _gauges(self) -> dict[str, Any]:
@@ -124,56 +115,6 @@ class IngressCore:
                 "circuit_open": {m: st.value != "closed" for m, st in self.gateway.breakers.states().items()},
                 "store_errors": self.gateway.slots.errors + self.quotas.errors + self.budgets.store_errors,
                 "shared": self.store.name != "memory"}
-
-    async def flush(self) -> None:
-        await self.link.flush()
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval_s)
-            try:
-                await self.flush()
-            except Exception as err:  # noqa: BLE001 - telemetry must never hurt serving
-                log.warning("telemetry flush failed: %s", err)
-
-    async def model_health(self) -> dict[str, dict[str, Any]]:
-        async def one(name: str, client: ModelClient) -> tuple[str, dict[str, Any]]:
-            try:
-                h = await asyncio.wait_for(client.health(), timeout=5)
-                return name, {"ready": h.ready, "detail": h.detail}
-            except Exception as err:  # noqa: BLE001
-                return name, {"ready": False, "detail": f"{type(err).__name__}: {err}"}
-
-        results = await asyncio.gather(*(one(n, c) for n, c in self.gateway.clients.items()))
-        return dict(results)
-
-    async def _load_loop(self) -> None:
-        """Start the store (until it answers: /health says loading till then), then poll the shared counts."""
-        while not self.store_ready:
-            try:
-                await self.store.start()
-                self.store_ready = True
-            except Exception as err:  # noqa: BLE001 - retried; /health reports it
-                log.warning("state store %s not ready: %s", self.store.name, err)
-                await asyncio.sleep(1.0)
-        while self.store.name != "memory":  # other replicas change the shared counts too
-            await asyncio.sleep(self.load_interval_s)
-            try:
-                await self.gateway.slots.refresh()
-            except Exception as err:  # noqa: BLE001 - admission itself reports a store outage
-                log.warning("reading the shared in-flight counts failed: %s", err)
-
-    async def _health_loop(self) -> None:
-        while True:
-            try:
-                health = await self.model_health()
-                for name, h in health.items():
-                    self.gateway.healthy[name] = bool(h["ready"])
-                if self.telemetry is not None:
-                    await self.telemetry.set_ready.remote({n: bool(h["ready"]) for n, h in health.items()})
-            except Exception as err:  # noqa: BLE001
-                log.warning("health poll failed: %s", err)
-            await asyncio.sleep(self.health_interval_s)
 
     # ------------------------------------------------------------------ requests
     async def handle(self, endpoint: str, request: Request, model: type[BaseModel]) -> Response:
@@ -306,19 +247,19 @@ class IngressCore:
                 "healthy": loads[m].healthy, **reported(loads[m])} for m in loads}}
 
     async def health(self) -> JSONResponse:
-        models = await self.model_health()
+        models = await self.upkeep.model_health()
         for name, h in models.items():  # the router sees what /health just said
             self.gateway.healthy[name] = bool(h["ready"])
-        ready = all(h["ready"] for h in models.values()) and self.store_ready
+        ready = all(h["ready"] for h in models.values()) and self.upkeep.store_ready
         return JSONResponse({"status": "ready" if ready else "loading", "models": models,
-                             "state_store": {"name": self.store.name, "ready": self.store_ready},
-                             "quality_profile": self.profile.info() if self.profile else None},
+                             "state_store": {"name": self.store.name, "ready": self.upkeep.store_ready},
+                             "quality_profile": self.upkeep.profile.info() if self.upkeep.profile else None},
                             status_code=200 if ready else 503)
 
     async def metrics(self) -> Response:
         if self.telemetry is None:
             return Response(b"", media_type="text/plain; version=0.0.4")
-        await self.flush()
+        await self.link.flush()
         text = await self.telemetry.render.remote()
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 

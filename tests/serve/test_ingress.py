@@ -76,14 +76,14 @@ async def test_a_failed_flush_keeps_its_batch_and_gauges_are_sent_on_change():
     async with client(core) as c:
         assert (await c.post("/chat/completions", json={"model": "auto", "messages": Q})).status_code == 200
     with pytest.raises(ConnectionError):
-        await core.flush()
+        await core.link.flush()
     async with client(core) as c:
         assert (await c.post("/chat/completions", json={"model": "auto", "messages": Q})).status_code == 200
-    await core.flush()
+    await core.link.flush()
     (batch,) = telemetry.batches
     assert len(batch) == 2 and all(r.status == 200 for r in batch)  # the failed flush's record was kept
-    await core.flush()
-    await core.flush()
+    await core.link.flush()
+    await core.link.flush()
     assert len(telemetry.batches) == 1 and len(telemetry.gauges) == 1  # nothing new: nothing sent
 
 
