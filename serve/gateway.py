@@ -3,7 +3,7 @@
 ``Gateway.route`` turns a validated OpenAI request plus its headers into a :class:`Call`: the
 budget, the router's decision and the generation request. ``Gateway.run`` streams the chosen
 model's chunks, keeps the live load and latency model up to date and, when the run ends, freezes
-the call into its :class:`~serve.outcome.Outcome` (``call.outcome``), whose record it hands to the
+the call into its :class:`~serve.call.Outcome` (``call.outcome``), whose record it hands to the
 telemetry sink. Policy lives in ``router/``; this module only gathers its inputs and carries out
 its decision.
 """
@@ -52,7 +52,8 @@ from serve.engines.base import Chunk
 from serve.quality_batcher import QualityBatcher
 from serve.slots import Slots
 from serve.state import MemoryStore, StateStore
-from serve.outcome import Outcome, conclude, request_record
+from serve.call import Outcome
+from serve.outcome import conclude, request_record
 from serve.telemetry.records import RequestRecord
 
 RecordSink = Callable[[RequestRecord], None]

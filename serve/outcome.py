@@ -1,4 +1,4 @@
-"""What one request came to: the request path's last stage, frozen once its run ends.
+"""What one request came to (:class:`~serve.call.Outcome`): the request path's last stage, built once its run ends.
 
 ``Gateway.run`` builds one :class:`Outcome` when a request's run ends (answered, failed, refused
 after admission, or cut off by the client) and every observer reads that: the telemetry record,
@@ -9,52 +9,11 @@ sees can change under it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from router import Decision, Price, RouteRequest
+from router import Price
 from router.outcome import BudgetOutcome, judge_budget
-from serve.call import Call
-from serve.engines.base import GenerationRequest, ToolCall
+from serve.call import Call, Outcome
 from serve.telemetry.records import RequestRecord
 from serve.telemetry.structured import output_checks
-
-
-@dataclass(frozen=True)
-class Outcome:
-    request_id: str
-    endpoint: str
-    requested_model: str
-    route_class: str
-    key_name: str
-    stream: bool
-    decision: Decision  # the decision the answering model ran on (after any failover or escalation)
-    decision_s: float
-    generation: GenerationRequest
-    route_request: RouteRequest | None
-    status: int  # 200, or the HTTP status its error maps to; 499 when the client left
-    error_type: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    ttft_s: float | None
-    e2e_s: float | None
-    text: str
-    tool_calls: tuple[ToolCall, ...]
-    mean_logprob: float | None
-    failovers: tuple[str, ...]
-    cascade_from: str
-    cascade_confidence: float | None
-    cost_usd: float  # the answering model's tokens at its prices, plus a refused cheap answer's
-    baseline_cost_usd: float  # the same tokens at the priciest model's prices
-    budget: BudgetOutcome  # judged only for an answered request (all None otherwise)
-
-    @property
-    def model(self) -> str:
-        return self.decision.model
-
-    @property
-    def answered(self) -> bool:
-        return self.status == 200
 
 
 def conclude(call: Call, price: Price, priciest: Price) -> Outcome:

@@ -34,20 +34,16 @@ gateway's own in-flight count alone. ``ModelLoad.age_s`` says how old the oldest
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from router.types import LatencyPrior, ModelLoad
 from serve.engines.base import Chunk, Engine, GenerationRequest
-
-if TYPE_CHECKING:
-    from serve.clients import ModelClient
 
 log = logging.getLogger("tiergate.load")
 
@@ -362,23 +358,3 @@ def reported(load: ModelLoad) -> dict[str, Any]:
     return {"running": load.running, "queued": load.queued, "ttft_ms": load.ttft_ms, "tpot_ms": load.tpot_ms,
             "drain_ms": load.drain_ms, "work_ms": load.work_ms, "slowdown": load.slowdown,
             "report_age_s": load.age_s}
-
-
-async def poll_loads(clients: Mapping[str, ModelClient], interval_s: float = POLL_INTERVAL_S) -> None:
-    """Every ``interval_s``, every model's replicas' load into its client's view; runs until cancelled."""
-    failing: set[str] = set()
-
-    async def one(name: str, client: ModelClient) -> None:
-        try:
-            await asyncio.wait_for(client.load(), timeout=POLL_TIMEOUT_S)
-        except Exception as err:  # noqa: BLE001 - the view ages out; routing goes on with the leases
-            if name not in failing:
-                log.warning("polling model %s's load failed (its reports age out in %.0fs): %s",
-                            name, MAX_AGE_S, err)
-            failing.add(name)
-        else:
-            failing.discard(name)
-
-    while True:
-        await asyncio.gather(*(one(n, c) for n, c in clients.items()))
-        await asyncio.sleep(interval_s)

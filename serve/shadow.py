@@ -23,7 +23,7 @@ from typing import Any
 from serve.config import PoolConfig
 from serve.engines.base import GenerationRequest, Message
 from serve.gateway import Gateway
-from serve.outcome import Outcome
+from serve.call import Outcome
 from serve.telemetry.sampling import draw
 
 log = logging.getLogger("tiergate.shadow")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from serve.budgets import Budgets
 from serve.gateway import Gateway
 from serve.profile_watch import ProfileWatcher
-from serve.replica_load import poll_loads
+from serve.clients import ModelClient
+from serve.replica_load import MAX_AGE_S, POLL_INTERVAL_S, POLL_TIMEOUT_S
 from serve.state import StateStore
 from serve.telemetry.link import TelemetryLink
 
@@ -90,3 +92,23 @@ class Upkeep:
             except Exception as err:  # noqa: BLE001
                 log.warning("health poll failed: %s", err)
             await asyncio.sleep(self.health_interval_s)
+
+
+async def poll_loads(clients: Mapping[str, ModelClient], interval_s: float = POLL_INTERVAL_S) -> None:
+    """Every ``interval_s``, every model's replicas' load into its client's view; runs until cancelled."""
+    failing: set[str] = set()
+
+    async def one(name: str, client: ModelClient) -> None:
+        try:
+            await asyncio.wait_for(client.load(), timeout=POLL_TIMEOUT_S)
+        except Exception as err:  # noqa: BLE001 - the view ages out; routing goes on with the leases
+            if name not in failing:
+                log.warning("polling model %s's load failed (its reports age out in %.0fs): %s",
+                            name, MAX_AGE_S, err)
+            failing.add(name)
+        else:
+            failing.discard(name)
+
+    while True:
+        await asyncio.gather(*(one(n, c) for n, c in clients.items()))
+        await asyncio.sleep(interval_s)

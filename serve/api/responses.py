@@ -11,7 +11,7 @@ from typing import Any
 
 from serve.engines.base import Chunk, TokenLogprob, ToolCall
 from serve.call import Call
-from serve.outcome import Outcome
+from serve.call import Outcome
 
 
 def _finish(reason: str | None) -> str | None:
