@@ -35,7 +35,6 @@ gateway's own in-flight count alone. ``ModelLoad.age_s`` says how old the oldest
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -45,7 +44,6 @@ from typing import Any
 from router.types import LatencyPrior, ModelLoad
 from serve.engines.base import Chunk, Engine, GenerationRequest
 
-log = logging.getLogger("tiergate.load")
 
 POLL_INTERVAL_S = 1.0
 POLL_TIMEOUT_S = 2.0
