@@ -101,9 +101,10 @@ def fit_profile(train: ReplaySet, encoder: Encoder, spec: EncoderSpec, *, cascad
     for j, model in enumerate(train.models):
         known = ~np.isnan(train.confidence[:, j])
         if known.sum() >= 20:
-            t = calibrate_threshold(model, train.confidence[known, j], train.outcomes[known, j], cascade_target)
-            if t.escalation_rate < 1.0:  # a cascade that always escalates is no cascade: route up instead
-                cascade.append(t)
+            # kept even when it would escalate every answer: the gateway then skips the attempt and goes
+            # straight up (router.cascade.attempt_pays); without a threshold the cheap answer went unchecked
+            cascade.append(calibrate_threshold(model, train.confidence[known, j], train.outcomes[known, j],
+                                               cascade_target))
     return QualityProfile(encoder=spec, params=params, report=report.to_dict(), cascade=tuple(cascade),
                           sources=tuple(Path(s).name for s in sources))
 

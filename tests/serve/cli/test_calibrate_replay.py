@@ -165,3 +165,13 @@ def test_calibrate_with_a_split_leaves_out_its_held_out_tasks(mmlu_slice, tmp_pa
         split.write_text(json.dumps(content))
         assert main(["calibrate", "--train", str(mmlu_slice), "--split", str(split), "--out", str(profile)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_model_whose_answers_would_all_be_escalated_keeps_its_threshold(tmp_path, capsys):
+    """On the ladder no smollm2 answer set reaches the cascade target (0.8): its threshold escalates them
+    all, and is kept, so a cascade from it goes straight up instead of keeping unchecked answers."""
+    profile = tmp_path / "profile.json"
+    summary = json.loads(_run(["calibrate", "--train", str(EVAL_DIR / "ladder-outcomes.jsonl"), "--split",
+                               str(EVAL_DIR / "split.json"), "--out", str(profile)], capsys))
+    assert set(summary["cascade"]) == set(summary["models"])
+    assert summary["cascade"]["smollm2-135m-instruct"]["escalation_rate"] >= 0.99
