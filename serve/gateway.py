@@ -49,16 +49,15 @@ from serve.clients import ModelClient
 from serve.config import PoolConfig
 from serve.deadline import Deadline
 from serve.engines.base import Chunk
+from serve.outcome import conclude, request_record
 from serve.quality_batcher import QualityBatcher
 from serve.slots import Slots
 from serve.state import MemoryStore, StateStore
-from serve.call import Outcome
-from serve.outcome import conclude, request_record
 from serve.telemetry.records import RequestRecord
 
 RecordSink = Callable[[RequestRecord], None]
 
-__all__ = ["Call", "Gateway", "Outcome", "RecordSink"]
+__all__ = ["Call", "Gateway", "RecordSink"]
 
 
 class Gateway:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -157,13 +157,13 @@ class IngressCore:
         except StopAsyncIteration:
             first = Chunk(finish_reason="stop")
         except TiergateError as err:
-            await self._done(call, stream, ticket, span, err, spend)
+            await self._done(call, ticket, span, err, spend)
             return _error_response(from_exception(err), R.decision_headers(call, final=False))
         except Exception as err:
-            await self._done(call, stream, ticket, span, err, spend)
+            await self._done(call, ticket, span, err, spend)
             raise
         if call.stream:
-            events = sse_events(call, first, stream, lambda error: self._done(call, stream, ticket, span, error, spend))
+            events = sse_events(call, first, stream, lambda error: self._done(call, ticket, span, error, spend))
             return SSEResponse(events, media_type="text/event-stream",
                                headers={**R.decision_headers(call, final=False), **spend.headers(),
                                         "cache-control": "no-cache"})
@@ -179,16 +179,16 @@ class IngressCore:
             error = err
             raise
         finally:
-            left = await self._done(call, stream, ticket, span, error, spend)
+            left = await self._done(call, ticket, span, error, spend)
         return JSONResponse(R.full_body(call, chunks),
                             headers={**R.decision_headers(call, final=True), **spend.headers(left)})
 
-    async def _done(self, call: Call, stream: AsyncIterator[Chunk], ticket: Ticket, span: Any,
-                    error: BaseException | None, spend: SpendTicket = NO_SPEND) -> int | None:
+    async def _done(self, call: Call, ticket: Ticket, span: Any, error: BaseException | None,
+                    spend: SpendTicket = NO_SPEND) -> int | None:
         """After the answer, its observers, each reading the one frozen outcome: the trace, the
-        brittleness checks, the key's tokens and spend (the telemetry record went when the run ended)."""
-        if call.outcome is None:  # the run has not ended yet (left while suspended): end it now
-            await stream.aclose()  # type: ignore[attr-defined]
+        brittleness checks, the key's tokens and spend (the telemetry record went when the run ended).
+        Every path here has ended the run: a finished or failed stream, or ``sse_events`` closing it
+        for a client that left."""
         out = call.outcome
         assert out is not None
         self.tracer.finish_request(span, response_model=out.model, input_tokens=out.prompt_tokens,

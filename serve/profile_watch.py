@@ -35,7 +35,7 @@ def _stamp(path: Path) -> Stamp | None:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -47,7 +47,7 @@ class ProfileWatcher:
         self.apply = apply
         self.interval_s = interval_s
         self._stamp = _stamp(self.path)
-        self.sha256 = _sha256(self.path) if self._stamp else ""
+        self.sha256 = file_sha256(self.path) if self._stamp else ""
         self.loaded_at = time.time()
         self.reloads = 0
         self.failures = 0
@@ -61,7 +61,7 @@ class ProfileWatcher:
         self._stamp = stamp
         try:
             loaded = await asyncio.to_thread(load_quality, self.path, self.models)
-            sha = await asyncio.to_thread(_sha256, self.path)
+            sha = await asyncio.to_thread(file_sha256, self.path)
         except (ProfileError, OSError) as err:
             self.failures += 1
             self.last_error = str(err)

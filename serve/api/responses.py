@@ -1,7 +1,7 @@
 """Shape engine chunks into OpenAI response bodies and server-sent events.
 
 What is known only once the answer has ended (its cost, whether its budgets were met) is read from
-the call's frozen :class:`~serve.outcome.Outcome`; before that (a stream's headers) it is the
+the call's frozen :class:`~serve.call.Outcome`; before that (a stream's headers) it is the
 prediction."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import json
 from typing import Any
 
 from serve.engines.base import Chunk, TokenLogprob, ToolCall
-from serve.call import Call
-from serve.call import Outcome
+from serve.call import Call, Outcome
 
 
 def _finish(reason: str | None) -> str | None:

@@ -38,6 +38,7 @@ from serve.quality_profile import (
 
 ENCODER_KINDS = ("static", "sentence_transformers")
 DEFAULT_MAX_CHARS = 2000
+DEFAULT_CASCADE_TARGET = 0.8
 
 
 def read_replay(paths: Sequence[str]) -> ReplaySet:
@@ -154,7 +155,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "sentence_transformers: full all-MiniLM-L6-v2 (slow)")
     p.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS,
                    help="truncate prompts to this many characters before embedding")
-    p.add_argument("--cascade-target", type=float, default=0.8,
+    p.add_argument("--cascade-target", type=float, default=DEFAULT_CASCADE_TARGET,
                    help="quality the answers a cascade keeps must reach (for models with confidences)")
     p.add_argument("--folds-by", choices=sorted(FOLDS), default="auto",
                    help="calibrate for unseen tasks or unseen prompts (auto: tasks when there are >= 20)")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ import numpy as np
 
 from router.errors import ConfigError
 from router.replay import task_fold_index
+from serve.profile_watch import file_sha256
 
 RELOAD_TIMEOUT_S = 180.0
 
@@ -53,10 +53,6 @@ def deal_folds(items: list[dict[str, Any]], folds: int, seed: int) -> list[Fold]
                  tuple(it for it, k in zip(items, fold) if k == f)) for f in range(folds)]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class FoldProfiles:
     """Fits each fold's profile on the other tasks' outcomes, the way ``tiergate calibrate`` does."""
 
@@ -72,12 +68,13 @@ class FoldProfiles:
         self.seed = seed
 
     def fit(self, held: tuple[str, ...]) -> Any:
-        from serve.cli.calibrate import fit_profile
+        from serve.cli.calibrate import DEFAULT_CASCADE_TARGET, fit_profile
 
-        keep = np.array([t not in set(held) for t in self.data.tasks.astype(str)], dtype=bool)
+        out = set(held)
+        keep = np.array([t not in out for t in self.data.tasks.astype(str)], dtype=bool)
         if not keep.any():
             raise ConfigError(f"--train has no outcomes outside the held-out tasks {list(held)}")
-        return fit_profile(self.data.subset(keep), self.encoder, self.spec, cascade_target=0.8,
+        return fit_profile(self.data.subset(keep), self.encoder, self.spec, cascade_target=DEFAULT_CASCADE_TARGET,
                            sources=self.files, emb=self.emb[keep], seed=self.seed)
 
     def kept_copy(self, profile: Any) -> Any:
@@ -98,7 +95,7 @@ async def watched_profile(base_url: str, api_key: str) -> dict[str, Any]:
 async def install(base_url: str, api_key: str, path: Path, write: Callable[[Path], None]) -> str:
     """Write a profile over the watched file and wait until the gateway routes on it; its sha256."""
     write(path)
-    sha = _sha256(path)
+    sha = file_sha256(path)
     deadline = time.monotonic() + RELOAD_TIMEOUT_S
     while time.monotonic() < deadline:
         info = await watched_profile(base_url, api_key)
