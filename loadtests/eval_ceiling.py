@@ -52,12 +52,14 @@ def per_prompt_oracle(models: list[str], per: dict[str, dict[str, dict[str, floa
 
 
 def per_task_frontier(models: list[str], per: dict[str, dict[str, dict[str, float]]],
-                      largest_cost: float) -> list[tuple[float, float]]:
+                      largest_cost: float, *, by_prompt: bool = False) -> list[tuple[float, float]]:
     """(cost share, correct answers) of the best one-model-per-task assignment within each cost
-    share of always-largest (a knapsack over tasks on a grid of COST_STEPS)."""
+    share of always-largest (a knapsack over tasks on a grid of COST_STEPS). ``by_prompt``: one
+    model per prompt instead, the per-prompt oracle's frontier (it may give up correct answers
+    to save cost, where the oracle keeps them all)."""
     tasks: dict[str, list[tuple[float, float]]] = defaultdict(lambda: [(0.0, 0.0)] * len(models))
-    for outcomes in per.values():
-        task = str(outcomes[models[0]]["task"])
+    for prompt_id, outcomes in per.items():
+        task = prompt_id if by_prompt else str(outcomes[models[0]]["task"])
         tasks[task] = [(c + outcomes[m]["correct"], k + outcomes[m]["cost"])
                        for (c, k), m in zip(tasks[task], models)]
     step = largest_cost / COST_STEPS
@@ -93,6 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(per)} prompts every model answered; always-largest ({largest}): {l_correct:.0f} correct")
     correct, cost = per_prompt_oracle(models, per)
     print(f"per-prompt oracle: accuracy {correct / l_correct:.3f} of largest at cost {cost / l_cost:.3f}")
+    by_prompt = per_task_frontier(models, per, l_cost, by_prompt=True)
+    reach = next(((share, c) for share, c in by_prompt if c >= args.accuracy * l_correct), None)
+    if reach is not None:
+        print(f"per-prompt ceiling: {args.accuracy:.0%} of largest's accuracy from cost {reach[0]:.3f} of largest")
     frontier = per_task_frontier(models, per, l_cost)
     reach = next(((share, c) for share, c in frontier if c >= args.accuracy * l_correct), None)
     if reach is not None:
