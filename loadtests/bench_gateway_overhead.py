@@ -184,7 +184,7 @@ def main() -> int:
         gateways["main"] = GatewayProcess(pool, env=dict(args.env))
     if args.baseline_tree:
         tree = Path(args.baseline_tree).resolve()
-        gateways["baseline"] = GatewayProcess(args.pool, cwd=tree, env={"PYTHONPATH": str(tree)})
+        gateways["baseline"] = GatewayProcess(pool, cwd=tree, env={**dict(args.env), "PYTHONPATH": str(tree)})
     try:
         urls = {name: g.start() for name, g in gateways.items()}
         base_url = args.base_url.rstrip("/") if args.base_url else urls["main"]

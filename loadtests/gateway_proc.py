@@ -9,20 +9,15 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from serve.serve_options import free_port
+
 READY = "tiergate: ready."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _command() -> list[str]:
@@ -81,6 +76,7 @@ class GatewayProcess:
                     sink.flush()
                 lines.put(line)
         finally:
+            proc.stdout.close()  # at EOF: the child exited
             lines.put(None)
             if sink:
                 sink.close()

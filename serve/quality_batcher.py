@@ -23,6 +23,8 @@ class QualityBatcher:
         self._draining = False
 
     async def predict(self, text: str) -> dict[str, float]:
+        if not self.predictor.blocking:  # nothing to take off the loop; a thread hop would only add latency
+            return self.predictor.predict([text])[0]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, float]] = loop.create_future()
         self._pending.append((text, future))

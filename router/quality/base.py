@@ -9,6 +9,10 @@ from collections.abc import Mapping, Sequence
 class QualityPredictor(abc.ABC):
     """Predicts, per prompt and per model, P(the model's answer is acceptable)."""
 
+    #: ``predict`` does CPU work (encoding the prompt) that must stay off an event loop. A
+    #: predictor that only looks values up says False, and is then called inline.
+    blocking: bool = True
+
     @property
     @abc.abstractmethod
     def models(self) -> tuple[str, ...]:
@@ -33,6 +37,8 @@ class QualityPredictor(abc.ABC):
 
 class PriorQuality(QualityPredictor):
     """The pool config's prior quality per model, the same for every prompt."""
+
+    blocking = False  # a lookup: no thread hop
 
     def __init__(self, priors: Mapping[str, float]) -> None:
         for name, value in priors.items():

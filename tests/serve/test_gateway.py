@@ -250,14 +250,19 @@ async def test_cascade_keeps_confident_answers_without_logprobs_leaking():
 class _NotThreadSafe(PriorQuality):
     """Fails like a shared tokenizer when two threads predict at once, and counts batches."""
 
+    blocking = True  # stands for an encoder: its work belongs off the loop
+
     def __init__(self) -> None:
         super().__init__({"cheap": 0.3, "dear": 0.8})
         self.busy = False
         self.batches: list[int] = []
+        self.threads: set = set()
 
     def predict(self, prompts):
+        import threading
         import time
 
+        self.threads.add(threading.current_thread())
         assert not self.busy, "Already borrowed"
         self.busy = True
         try:
@@ -278,6 +283,24 @@ async def test_quality_prediction_is_serialised_and_batched():
     results = await asyncio.gather(*(batcher.predict(f"p{i}") for i in range(20)))
     assert all(r == {"cheap": 0.3, "dear": 0.8} for r in results)
     assert sum(predictor.batches) == 20 and len(predictor.batches) < 20  # queued prompts shared calls
+
+
+async def test_a_lookup_predictor_is_asked_on_the_loop_without_a_thread_hop():
+    import threading
+
+    from serve.quality_batcher import QualityBatcher
+
+    class Lookup(PriorQuality):
+        def predict(self, prompts):
+            self.thread = threading.current_thread()
+            return super().predict(prompts)
+
+    batcher = QualityBatcher(Lookup({"cheap": 0.3}))
+    assert await batcher.predict("p") == {"cheap": 0.3}
+    assert batcher.predictor.thread is threading.current_thread()
+    blocking = QualityBatcher(_NotThreadSafe())  # an encoder's work still leaves the loop
+    await blocking.predict("p")
+    assert blocking.predictor.threads and threading.current_thread() not in blocking.predictor.threads
 
 
 async def _gateway(models: dict[str, tuple[float, float, dict]], **pool_extra):
