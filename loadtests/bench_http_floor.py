@@ -29,17 +29,17 @@ import time
 from pathlib import Path
 
 import httpx
-from starlette.requests import Request  # module level: FastAPI resolves the handler's annotation here
+from starlette.requests import Request  # at module level: FastAPI resolves the handler's annotation here
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serve.serve_options import free_port, haproxy_available, serve_env  # noqa: E402
+from serve.serve_options import free_port, haproxy_available, serve_env
 
 READY = "floor: ready"
 
 
-def _app():  # noqa: ANN202 - the Starlette app, built in the server's own process
+def _app():
     from starlette.applications import Starlette
     from starlette.responses import StreamingResponse
     from starlette.routing import Route
@@ -48,7 +48,7 @@ def _app():  # noqa: ANN202 - the Starlette app, built in the server's own proce
         await request.json()
         wait_s = float(request.query_params.get("t", "0"))
 
-        async def events():  # noqa: ANN202
+        async def events():
             await asyncio.sleep(wait_s)
             yield b'data: {"choices":[{"index":0,"delta":{"content":"one"}}]}\n\n'
             yield b"data: [DONE]\n\n"
@@ -79,7 +79,7 @@ def serve_ray(port: int) -> None:
     @serve.ingress(api)
     class Floor:  # FastAPI under Serve's ingress, as tiergate's own ingress is
         @api.post("/v1/chat/completions")
-        async def chat(self, request: Request):  # noqa: ANN201
+        async def chat(self, request: Request):
             return await handler(request)
 
     ray.init(address="local", num_cpus=2, include_dashboard=False)
@@ -121,9 +121,9 @@ def added_ttft_ms(url: str, wait_ms: float, n: int) -> list[float]:
         for _ in range(n):
             t0 = time.perf_counter()
             with client.stream("POST", f"/v1/chat/completions?t={wait_ms / 1000}", json=body) as r:
-                for line in r.iter_lines():
-                    if '"content"' in line:
-                        break
+                r.raise_for_status()
+                if not any('"content"' in line for line in r.iter_lines()):  # stops at the content event
+                    raise RuntimeError(f"{url}: the stream ended without its content event")
             out.append((time.perf_counter() - t0) * 1000 - wait_ms)
     return out
 
