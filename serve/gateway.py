@@ -42,7 +42,7 @@ from router.failover import may_retry, next_model
 from router.pacing import Pace, decide_paced
 from router.quality import CascadeThreshold, QualityPredictor
 from serve.api.generation import generation_request
-from serve.api.requests import budget_from, estimate_tokens, quality_class, route_class, routing_text
+from serve.api.requests import budget_from, estimate_prompt_tokens, quality_class, route_class, routing_text
 from serve.api.schemas import ChatCompletionRequest, CompletionRequest
 from serve.call import Call
 from serve.clients import ModelClient
@@ -136,7 +136,7 @@ class Gateway:
             quality = await self.predict_quality(text) if pinned is None or budget.min_quality else {}
         else:
             quality = measured
-        route_req = RouteRequest(prompt=text, prompt_tokens=estimate_tokens(text), max_tokens=max_tokens,
+        route_req = RouteRequest(prompt=text, prompt_tokens=estimate_prompt_tokens(req), max_tokens=max_tokens,
                                  budget=budget, pinned_model=pinned, allowed_models=allowed_models,
                                  requires=req.requirements(), quality_class=qclass)
         generation = generation_request(req, max_tokens)

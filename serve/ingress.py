@@ -29,7 +29,7 @@ from serve.budgets import NO_SPEND, Budgets, SpendTicket, budget_response
 from serve.clients import ModelClient
 from serve.config import PoolConfig
 from serve.engines.base import Chunk
-from serve.api.requests import priority_from, routing_text
+from serve.api.requests import priority_from, prompt_text, routing_text
 from serve.gateway import Call, Gateway
 from serve.quotas import NO_TICKET, Quotas, Ticket
 from serve.replica_load import reported
@@ -135,7 +135,7 @@ class IngressCore:
             body: Any = model.model_validate(data)
             self.tracer.name_request(span, endpoint=endpoint, requested_model=body.model, stream=body.stream)
             text = routing_text(body)
-            ticket = await self.quotas.admit(key, text, len(getattr(body, "messages", ())),
+            ticket = await self.quotas.admit(key, prompt_text(body), len(getattr(body, "messages", ())),
                                              body.requested_max_tokens() or self.pool.limits.default_max_tokens)
             spend = await self.budgets.admit(key, body)  # the request's maximum cost, reserved
             with self.tracer.routing_span(span) as route_span:

@@ -89,6 +89,32 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text.encode("utf-8")) + 3) // 4)
 
 
+MESSAGE_OVERHEAD_TOKENS = 4  # a chat template's role markers and separators, per message
+
+
+def prompt_text(req: ChatCompletionRequest | CompletionRequest) -> str:
+    """Everything the model reads besides its template: every message of a chat (system prompt,
+    earlier turns and tool results included), the calls of earlier assistant turns, and the tool
+    definitions and answer schema, which the template writes into the prompt. The quality predictor
+    sees :func:`routing_text` instead; cost, latency and token quotas follow this."""
+    if isinstance(req, CompletionRequest):
+        return req.prompt_text()
+    parts = [m.text() for m in req.messages]
+    parts += [c.function.name + c.function.arguments for m in req.messages for c in m.tool_calls or ()]
+    if req.tools:
+        parts += [t.model_dump_json(exclude_none=True) for t in req.tools]
+    if req.response_format is not None and req.response_format.type != "text":
+        parts.append(req.response_format.model_dump_json(exclude_none=True))
+    return "\n".join(p for p in parts if p)
+
+
+def estimate_prompt_tokens(req: ChatCompletionRequest | CompletionRequest) -> int:
+    """The request's prompt size for routing (cost and latency predictions): :func:`prompt_text`
+    at four bytes a token, plus the template's tokens per message."""
+    messages = len(req.messages) if isinstance(req, ChatCompletionRequest) else 0
+    return estimate_tokens(prompt_text(req)) + MESSAGE_OVERHEAD_TOKENS * messages
+
+
 def priority_from(key_priority: Priority, headers: Mapping[str, str]) -> Priority:
     """The key's priority class, as the x-tiergate-priority header asks (``router.admission``: lower only)."""
     raw = headers.get("x-tiergate-priority")

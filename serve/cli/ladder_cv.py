@@ -43,7 +43,8 @@ from router.replay import (
     task_fold_index,
     utility_choices,
 )
-from serve.api.requests import estimate_tokens
+from serve.api.requests import estimate_prompt_tokens
+from serve.api.schemas import ChatCompletionRequest
 from serve.config import PoolConfig
 from serve.evaluation.label import MAX_TOKENS
 from serve.evaluation.metrics import frontier_cost, random_mix_frontier
@@ -76,7 +77,9 @@ def read_priced(paths: list[str], data: ReplaySet, pool: PoolConfig) -> tuple[li
         if "tokens" not in r or "kind" not in r:
             raise ConfigError(f"record {rid} has no completion tokens or kind: --pool needs `tiergate label` records")
         item = {"prompt": r["prompt"], "kind": r["kind"], "task": r["task"]}
-        prompt_tokens = estimate_tokens(product_prompt(item))
+        sent = ChatCompletionRequest.model_validate(  # as `tiergate eval` sends it, so sized as the router sizes it
+            {"model": "auto", "messages": [{"role": "user", "content": product_prompt(item)}]})
+        prompt_tokens = estimate_prompt_tokens(sent)
         for j, m in enumerate(models):
             actual[i, j] = m.price.cost(prompt_tokens, int(r["tokens"][m.name]))
             predicted[i, j] = m.price.cost(prompt_tokens, MAX_TOKENS[scoring_kind(item)])

@@ -386,3 +386,21 @@ async def test_a_bug_is_raised_as_itself_not_as_a_model_outage():
         [c async for c in gw.run(call)]
     assert records[0].status == 500 and records[0].error_type == "TypeError" and not call.failovers
     assert gw.breakers.states()["cheap"].value == "closed" and gw.in_flight["cheap"] == 0
+
+
+async def test_a_cost_cap_counts_the_system_prompt_and_earlier_turns_not_only_the_user_s_text():
+    gw, _ = await _gateway({"cheap": (0.1, 0.3, {}), "dear": (1.0, 0.8, {})})
+    history = [{"role": "system", "content": "Answer as the support desk of an online shop. " * 20},  # ~240 tokens
+               {"role": "user", "content": "where is my order?"}, {"role": "assistant", "content": "Which one?"},
+               {"role": "user", "content": "hi"}]
+    budget = {"min_quality": 0.7, "max_cost_usd": 1e-4}
+    short = await gw.route("chat", chat(max_tokens=10, routing=budget), {})
+    long = await gw.route("chat", ChatCompletionRequest.model_validate(
+        {"model": "auto", "messages": history, "max_tokens": 10, "routing": budget}), {})
+    # "hi" alone fits the cap on the dear model; the ~260-token prompt the model actually reads does not
+    assert short.decision.model == "dear" and short.decision.budget_met
+    assert long.route_request.prompt_tokens > 250
+    dear = next(p for p in long.decision.candidates if p.model == "dear")
+    assert dear.cost_usd > 2.5e-4 and not dear.fits_cost
+    # no model meets both budgets now: best effort keeps the cost cap and says the floor is unmet
+    assert long.decision.model == "cheap" and not long.decision.budget_met and long.decision.unmet == ("quality",)
