@@ -60,6 +60,14 @@ def test_unknown_and_unsupported_fields_are_400_naming_them(client):
     assert err.value.body["param"] == "n" and "n=1" in err.value.body["message"]
 
 
+def test_the_priority_header_is_read_through_ray_serve(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        say(client, extra_headers={"x-tiergate-priority": "urgent"})
+    assert err.value.body["param"] == "x-tiergate-priority"
+    assert "must be one of high, normal, low" in err.value.body["message"]
+    assert say(client, max_tokens=4, extra_headers={"x-tiergate-priority": "low"})  # a lower class is allowed
+
+
 # --------------------------------------------------------------------------- sampling controls
 def test_each_penalty_changes_the_output(client):
     base = say(client, temperature=0).lower().count("cat")
