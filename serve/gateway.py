@@ -111,8 +111,9 @@ class Gateway:
     async def route(self, endpoint: str, req: ChatCompletionRequest | CompletionRequest,
                     headers: Mapping[str, str], *, allowed_models: frozenset[str] | None = None,
                     priority: Priority = Priority.NORMAL, key_name: str = "", pace: Pace | None = None,
-                    text: str | None = None) -> Call:
-        """``text``: the request's routing text when the caller has it already (``routing_text(req)``)."""
+                    text: str | None = None, prompt: str | None = None) -> Call:
+        """``text`` and ``prompt``: the request's routing text (``routing_text(req)``) and prompt text
+        (``prompt_text(req)``), when the caller has them already."""
         t0 = self.clock()
         limits = self.pool.limits
         max_tokens = req.requested_max_tokens()
@@ -136,7 +137,7 @@ class Gateway:
             quality = await self.predict_quality(text) if pinned is None or budget.min_quality else {}
         else:
             quality = measured
-        route_req = RouteRequest(prompt=text, prompt_tokens=estimate_prompt_tokens(req), max_tokens=max_tokens,
+        route_req = RouteRequest(prompt=text, prompt_tokens=estimate_prompt_tokens(req, prompt), max_tokens=max_tokens,
                                  budget=budget, pinned_model=pinned, allowed_models=allowed_models,
                                  requires=req.requirements(), quality_class=qclass)
         generation = generation_request(req, max_tokens)

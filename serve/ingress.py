@@ -134,14 +134,14 @@ class IngressCore:
             data = await read_json(request, self.pool.limits.max_body_bytes)
             body: Any = model.model_validate(data)
             self.tracer.name_request(span, endpoint=endpoint, requested_model=body.model, stream=body.stream)
-            text = routing_text(body)
-            ticket = await self.quotas.admit(key, prompt_text(body), len(getattr(body, "messages", ())),
+            text, prompt = routing_text(body), prompt_text(body)
+            ticket = await self.quotas.admit(key, prompt, len(getattr(body, "messages", ())),
                                              body.requested_max_tokens() or self.pool.limits.default_max_tokens)
             spend = await self.budgets.admit(key, body)  # the request's maximum cost, reserved
             with self.tracer.routing_span(span) as route_span:
                 call = await self.gateway.route(endpoint, body, request.headers, allowed_models=spend.allowed_models,
                                                 priority=priority_from(key.priority, request.headers),
-                                                key_name=key.name, pace=spend.pace, text=text)
+                                                key_name=key.name, pace=spend.pace, text=text, prompt=prompt)
                 set_decision(route_span, call.decision)
         except (TiergateError, ValidationError) as err:
             self.tracer.finish_request(span, response_model=None, error=err)

@@ -108,11 +108,12 @@ def prompt_text(req: ChatCompletionRequest | CompletionRequest) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def estimate_prompt_tokens(req: ChatCompletionRequest | CompletionRequest) -> int:
+def estimate_prompt_tokens(req: ChatCompletionRequest | CompletionRequest, text: str | None = None) -> int:
     """The request's prompt size for routing (cost and latency predictions): :func:`prompt_text`
-    at four bytes a token, plus the template's tokens per message."""
+    at four bytes a token, plus the template's tokens per message. ``text``: that prompt text, when
+    the caller has it already."""
     messages = len(req.messages) if isinstance(req, ChatCompletionRequest) else 0
-    return estimate_tokens(prompt_text(req)) + MESSAGE_OVERHEAD_TOKENS * messages
+    return estimate_tokens(prompt_text(req) if text is None else text) + MESSAGE_OVERHEAD_TOKENS * messages
 
 
 def priority_from(key_priority: Priority, headers: Mapping[str, str]) -> Priority:
