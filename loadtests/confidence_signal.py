@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
-from serve.api.requests import estimate_prompt_tokens
-from serve.api.schemas import ChatCompletionRequest
+from serve.cli.calibrate import read_replay
+from serve.cli.ladder_cv import read_priced
 from serve.config import load_pool
-from serve.evaluation.scorer import product_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNALS = ("confidence", "first_logprob")
@@ -39,20 +39,9 @@ def family(task: str) -> str:
 
 def auroc(score: np.ndarray, right: np.ndarray) -> float | None:
     """P(a right answer's score > a wrong one's), ties counting half; None without both kinds."""
-    pos, neg = score[right > 0], score[right <= 0]
-    if not len(pos) or not len(neg):
+    if len(set(right > 0)) < 2:
         return None
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    values = np.concatenate([pos, neg])[order]
-    i = 0
-    while i < len(values):  # average ranks over ties
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float(roc_auc_score(right > 0, score))
 
 
 def cascade_cost_at(target: float, keep_score: np.ndarray, cheap_right: np.ndarray, large_right: np.ndarray,
@@ -78,22 +67,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mmlu", type=int, default=2)
     p.add_argument("--gsm8k", type=int, default=12)
     args = p.parse_args(argv)
-    rows = [json.loads(line) for line in Path(args.records).read_text().splitlines() if line.strip()]
-    cards = sorted(load_pool(args.pool).cards(), key=lambda m: m.price.input_per_mtok + m.price.output_per_mtok)
-    models = [m.name for m in cards]
+    data = read_replay([args.records])
+    models, cost, _ = read_priced([args.records], data, load_pool(args.pool))  # actual cost, cheapest model first
+    data = data.reorder_models(models)
+    lines = Path(args.records).read_text().splitlines()
+    by_id = {r["id"]: r for r in (json.loads(line) for line in lines if line.strip())}
+    rows = [by_id[i] for i in data.ids]
     per_task = {"closed-form": args.cpu, "mmlu": args.mmlu, "gsm8k": args.gsm8k}
-    n_task: dict[str, int] = defaultdict(int)
-    for r in rows:
-        n_task[r["task"]] += 1
+    n_task = Counter(r["task"] for r in rows)
     w = np.array([per_task[family(r["task"])] / n_task[r["task"]] for r in rows])
     fam = np.array([family(r["task"]) for r in rows])
-    right = np.array([[r["outcomes"][m] for m in models] for r in rows], dtype=float)
-    cost = np.zeros((len(rows), len(models)))
-    for i, r in enumerate(rows):
-        sent = ChatCompletionRequest.model_validate({"model": "auto", "messages": [
-            {"role": "user", "content": product_prompt({"prompt": r["prompt"], "kind": r["kind"], "task": r["task"]})}]})
-        prompt = estimate_prompt_tokens(sent)
-        cost[i] = [c.price.cost(prompt, int(r["tokens"][c.name])) for c in cards]
+    right = np.asarray(data.outcomes, dtype=float)
     large = (w * cost[:, -1]).sum()
     print(f"{len(rows)} prompts; weighted to {args.cpu} per closed-form task, {args.mmlu} per MMLU subject, "
           f"{args.gsm8k} GSM8K")

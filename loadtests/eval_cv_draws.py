@@ -24,7 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from router.replay import floor_choices, task_fold_index, utility_choices
+from router.replay import (
+    expected_calibration_error,
+    floor_choices,
+    task_fold_index,
+    utility_choices,
+)
 from serve.cli.calibrate import make_encoder, read_replay
 from serve.cli.ladder_cv import read_priced
 from serve.cli.replay import router_predictions
@@ -33,12 +38,6 @@ from serve.quality_profile import encode_all
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.98
-
-
-def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    b = np.minimum((p * bins).astype(int), bins - 1)
-    return float(sum(abs(p[b == k].mean() - y[b == k].mean()) * (b == k).sum() for k in range(bins) if (b == k).any())
-                 / len(p))
 
 
 def draw(tasks: np.ndarray, per_task: dict[str, int], seed: int) -> np.ndarray:
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, rule, x in rules:
             c = utility_choices(pred, prd, x) if rule == "value" else floor_choices(pred, x)
             seen[name].append((y[at, c].mean() / y[:, -1].mean(), act[at, c].mean() / act[:, -1].mean(),
-                               ece(pred[at, c], y[at, c])))
+                               expected_calibration_error(pred[at, c], y[at, c])))
     print(f"{args.draws} draws of {len(rows)} prompts ({args.cpu} per closed-form task, {args.mmlu} per MMLU "
           f"subject, {args.gsm8k} GSM8K), {args.folds} folds by task; against always-largest")
     print(f"{'rule':14} {'accuracy':>15} {'cost':>15} {'ECE':>6} {'98% within 60%':>15} {'within 50%':>11}")
