@@ -142,3 +142,22 @@ def test_a_value_that_is_not_positive_is_a_400(client):
         client.chat.completions.create(model="auto", messages=[{"role": "user", "content": SUM}], max_tokens=4,
                                        extra_headers={"x-tiergate-answer-value-usd": "lots"})
     assert "x-tiergate-answer-value-usd must be a number" in str(err.value)
+
+
+def test_the_predicted_cost_counts_the_system_prompt_the_model_reads(client):
+    """The router sizes the whole prompt, not the user's turn alone: the predicted cost grows with a
+    system prompt by about what the model's own tokenizer then reports reading."""
+    system = "You are the support desk of an online shop; answer briefly and politely. " * 40
+    bare = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": SUM}], max_tokens=4, temperature=0)
+    long = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "system", "content": system}, {"role": "user", "content": SUM}],
+        max_tokens=4, temperature=0)
+    b, lg = bare.parse(), long.parse()
+    assert b.model == lg.model  # the same model read both prompts
+    read = lg.usage.prompt_tokens - b.usage.prompt_tokens  # what the engine's tokenizer counted
+    assert read > 400
+    price = next(m.price for m in load_pool(CPU_POOL).models if m.name == LARGE).input_per_mtok / 1e6
+    cost = [{c["model"]: c["predicted_cost_usd"] for c in r.model_extra["tiergate"]["candidates"]} for r in (b, lg)]
+    predicted = (cost[1][LARGE] - cost[0][LARGE]) / price  # extra prompt tokens the router expected
+    assert 0.5 * read < predicted < 2 * read, (predicted, read)
